@@ -1,0 +1,1 @@
+"""Model packages, one per method: ``sam3d_adapter`` and ``sam2_3dmed``."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from conftest import make_volume
@@ -62,6 +62,7 @@ def test_intensity_functions():
 @settings(max_examples=60, deadline=None)
 @given(st.tuples(*[st.integers(1, 12)] * 3), st.tuples(*[st.integers(-6, 18)] * 3),
        st.tuples(*[st.integers(1, 9)] * 3))
+@example(shape=(1, 1, 2), center=(0, 0, -2), size=(1, 1, 1))  # crop wholly outside, negative stop
 def test_crop_and_paste_round_trip(shape, center, size):
     array = np.arange(np.prod(shape), dtype=np.float32).reshape(shape) + 1
     piece, box = crop_around_point(array, center, size, pad_value=0)

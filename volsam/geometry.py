@@ -89,7 +89,10 @@ class Box:
         return Box(np.minimum(self.start, other.start), np.maximum(self.stop, other.stop))
 
     def intersection(self, other: Box) -> Box:
-        return Box(np.maximum(self.start, other.start), np.minimum(self.stop, other.stop))
+        start = np.maximum(self.start, other.start)
+        # An empty result keeps stop == start so that its slices select nothing (a negative
+        # stop would count from the array's end).
+        return Box(start, np.maximum(start, np.minimum(self.stop, other.stop)))
 
     def clip_to(self, shape_kji) -> Box:
         return self.intersection(Box.full(shape_kji))

@@ -1,0 +1,55 @@
+"""``volsam phantom OUT_DIR``: write synthetic CT phantoms in nnU-Net v2 raw layout.
+
+OUT_DIR receives imagesTr/, labelsTr/, dataset.json and phantoms.json (per-case lesion
+centres in RAS mm and voxel ijk, diameters, contrasts; see ``volsam.phantoms``).
+"""
+
+from __future__ import annotations
+
+from . import number_list
+
+#: Grid rotation used by --oblique: degrees about R, then A, then S.
+OBLIQUE_ROTATION_DEG_RAS = (12.0, -8.0, 20.0)
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "phantom", help="write synthetic CT phantoms with organ and tumour labels (nnU-Net layout)",
+        description="Write synthetic CT-like phantoms (HU) with organ (1) and tumour (2) labels as an "
+                    "nnU-Net v2 raw dataset, plus phantoms.json with every lesion's centre and size.")
+    parser.add_argument("out_dir", metavar="OUT_DIR", help="dataset folder (created if missing)")
+    parser.add_argument("--cases", type=int, default=4, help="number of cases (default: 4)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--spacing", type=number_list(3, "--spacing"), metavar="X,Y,Z",
+                        help="voxel spacing along i, j, k in mm (default: 1.5,1.5,2.5)")
+    parser.add_argument("--size", type=number_list(3, "--size"), metavar="I,J,K",
+                        help="image size in voxels (default: 96,96,64)")
+    parser.add_argument("--oblique", action="store_true",
+                        help="rotate the voxel grid by %s degrees about R, A, S" % (OBLIQUE_ROTATION_DEG_RAS,))
+    parser.add_argument("--flip", nargs="?", const="i", metavar="AXES",
+                        help="reverse the index order of these axes (letters of 'ijk'; bare --flip: i, "
+                             "a mirrored, left-handed grid)")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..phantoms import PhantomConfig, write_phantom_dataset
+
+    options = {}
+    if args.spacing is not None:
+        options["spacing_ijk"] = tuple(args.spacing)
+    if args.size is not None:
+        if not all(float(v).is_integer() for v in args.size):
+            raise ValueError(f"--size needs three whole numbers of voxels, got {args.size}")
+        options["size_ijk"] = tuple(int(v) for v in args.size)
+    if args.oblique:
+        options["rotation_deg_ras"] = OBLIQUE_ROTATION_DEG_RAS
+    if args.flip is not None:
+        if not args.flip or set(args.flip) - set("ijk"):
+            raise ValueError(f"--flip takes axis letters from 'ijk' (e.g. i or ik), got {args.flip!r}")
+        options["flip_ijk"] = tuple(axis in args.flip for axis in "ijk")
+    config = PhantomConfig(**options)
+    phantoms = write_phantom_dataset(args.out_dir, args.cases, args.seed, config)
+    lesion_count = sum(len(case["lesions"]) for case in phantoms["cases"].values())
+    print(f"wrote {args.cases} phantoms with {lesion_count} lesions to {args.out_dir}")
+    return 0

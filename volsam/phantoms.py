@@ -1,0 +1,535 @@
+"""Synthetic CT-like phantoms with labelled organs and lesions, for tests, demos and training.
+
+Each phantom is an abdomen-like body in Hounsfield units: air outside (-1000), a
+subcutaneous fat layer (about -100), soft tissue inside (about 15) around a vertebra
+(bone), and four deformed-ellipsoid organs (about 35..60 HU) with texture. One to three
+irregular lesions (a perturbed ellipsoid with up to two lobes) sit inside organs, 20..80 HU
+darker or brighter than their organ. Partial-volume blur and noise are added last.
+
+Labels: 0 background, 1 organ (all organs, plus a rim of at least 3 mm around every
+lesion, so each lesion is enclosed by organ), 2 tumour.
+
+Geometry: the anatomy is defined in physical space (RAS mm around ``center_ras``) and the
+voxel grid samples it, so lesion sizes in mm hold for any spacing and grid rotation.
+``rotation_deg_ras`` turns the grid (an oblique acquisition); ``flip_ijk`` only reverses the
+index order of the chosen axes, so a flipped phantom holds exactly the voxels of the
+unflipped one. Organs and lesions stay at least two voxels away from the image border.
+
+Lesion size: ``diameter_mm`` is the volume-equivalent sphere diameter of the voxelised
+lesion, (6 V / pi)^(1/3). Sizes are drawn log-normally (median 20 mm, so mostly 10..40 mm)
+and clipped to ``lesion_diameter_range_mm`` (5..60 mm); a lesion that does not fit in the
+body is shrunk until it does. A lesion's ``center_ijk`` is a voxel inside the lesion (the
+centre of its main ellipsoid), the point to click on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+from scipy.spatial.transform import Rotation
+
+from .geometry import Volume
+from .io import write_image, write_mask
+
+AIR_HU = -1000.0
+FAT_HU = -100.0
+SOFT_TISSUE_HU = 15.0
+BONE_HU = 450.0
+HU_RANGE = (-1024, 3071)
+
+BACKGROUND_LABEL, ORGAN_LABEL, TUMOR_LABEL = 0, 1, 2
+DATASET_LABELS = {"background": BACKGROUND_LABEL, "organ": ORGAN_LABEL, "tumor": TUMOR_LABEL}
+FILE_ENDING = ".nii.gz"
+PHANTOMS_JSON = "phantoms.json"
+
+# Lesions keep this much organ around them (at least one voxel on every axis).
+LESION_RIM_MM = 3.0
+# Lesion sizes are drawn until the lesion fits; each failed try shrinks it by this factor.
+LESION_SHRINK_FACTOR = 0.85
+TEXTURE_CORRELATION_MM = 2.0
+
+
+def _check_triple(name: str, values, is_valid, expected: str) -> None:
+    try:
+        ok = len(values) == 3 and all(is_valid(v) for v in values)
+    except TypeError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be three {expected}, got {values!r}")
+
+
+@dataclass(frozen=True)
+class PhantomConfig:
+    """How phantoms look and how the voxel grid samples them. Sizes and spacings are (i, j, k)."""
+
+    size_ijk: tuple[int, int, int] = (96, 96, 64)
+    spacing_ijk: tuple[float, float, float] = (1.5, 1.5, 2.5)
+    center_ras: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    # Oblique grid: extrinsic rotation of the i, j, k axes about R, then A, then S, in degrees.
+    rotation_deg_ras: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    # Reverse the index order of these axes (e.g. (True, False, False) mirrors i: det < 0).
+    flip_ijk: tuple[bool, bool, bool] = (False, False, False)
+    lesions_per_case: tuple[int, int] = (1, 3)
+    lesion_diameter_median_mm: float = 20.0
+    lesion_diameter_log_sigma: float = 0.45
+    lesion_diameter_range_mm: tuple[float, float] = (5.0, 60.0)
+    lesion_contrast_hu_range: tuple[float, float] = (20.0, 80.0)
+    hypodense_fraction: float = 0.7
+    texture_std_hu: float = 6.0
+    noise_std_hu: float = 10.0
+    blur_sigma_voxels: float = 0.6
+
+    def __post_init__(self):
+        _check_triple("size_ijk", self.size_ijk, lambda v: float(v).is_integer() and v >= 16,
+                      "whole numbers >= 16")
+        _check_triple("spacing_ijk", self.spacing_ijk, lambda v: math.isfinite(v) and v > 0,
+                      "positive mm values")
+        _check_triple("center_ras", self.center_ras, math.isfinite, "finite mm values")
+        _check_triple("rotation_deg_ras", self.rotation_deg_ras, math.isfinite, "finite degrees")
+        if len(self.flip_ijk) != 3 or not all(isinstance(v, (bool, np.bool_)) for v in self.flip_ijk):
+            raise ValueError(f"flip_ijk must be three booleans, got {self.flip_ijk!r}")
+        low, high = self.lesions_per_case
+        if not 1 <= low <= high:
+            raise ValueError(f"lesions_per_case must be (min, max) with 1 <= min <= max, "
+                             f"got {self.lesions_per_case!r}")
+        low, high = self.lesion_diameter_range_mm
+        if not 0 < low < high:
+            raise ValueError(f"lesion_diameter_range_mm must be (min, max) with 0 < min < max, "
+                             f"got {self.lesion_diameter_range_mm!r}")
+        if not low <= self.lesion_diameter_median_mm <= high:
+            raise ValueError(f"lesion_diameter_median_mm must lie in lesion_diameter_range_mm "
+                             f"{self.lesion_diameter_range_mm!r}, got {self.lesion_diameter_median_mm!r}")
+        low, high = self.lesion_contrast_hu_range
+        if not 0 <= low <= high:
+            raise ValueError(f"lesion_contrast_hu_range must be (min, max) with 0 <= min <= max, "
+                             f"got {self.lesion_contrast_hu_range!r}")
+        if not 0 <= self.hypodense_fraction <= 1:
+            raise ValueError(f"hypodense_fraction must lie in [0, 1], got {self.hypodense_fraction!r}")
+        for name in ("lesion_diameter_log_sigma", "texture_std_hu", "noise_std_hu", "blur_sigma_voxels"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+
+
+@dataclass(frozen=True)
+class LesionInfo:
+    """One lesion of a phantom; ``center_ijk`` is a voxel of the lesion, ``center_ras`` its centre."""
+
+    center_ras: tuple[float, float, float]
+    center_ijk: tuple[int, int, int]
+    diameter_mm: float  # volume-equivalent sphere diameter of the voxelised lesion
+    volume_mm3: float
+    organ: str
+    organ_hu: float
+    contrast_hu: float  # lesion minus organ intensity: negative is hypodense
+
+
+@dataclass(frozen=True)
+class OrganInfo:
+    name: str
+    hu: float
+
+
+@dataclass(frozen=True)
+class PhantomInfo:
+    lesions: tuple[LesionInfo, ...]
+    organs: tuple[OrganInfo, ...]
+    spacing_ijk: tuple[float, float, float]
+    size_ijk: tuple[int, int, int]
+    ijk_to_ras: tuple[tuple[float, ...], ...] = field(repr=False)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class _OrganTemplate:
+    """An organ as fractions of the body: centre and semi-axes relative to the inner body's
+    R and A semi-axes and the organs' half height along S."""
+
+    name: str
+    center: tuple[float, float, float]
+    semi_axes: tuple[float, float, float]
+    hu: float
+
+
+_ORGANS = (
+    _OrganTemplate("liver", (0.35, 0.10, 0.15), (0.45, 0.45, 0.55), 60.0),
+    _OrganTemplate("spleen", (-0.50, -0.20, 0.25), (0.20, 0.28, 0.35), 50.0),
+    _OrganTemplate("kidney_right", (0.38, -0.45, -0.25), (0.14, 0.18, 0.32), 35.0),
+    _OrganTemplate("kidney_left", (-0.38, -0.45, -0.30), (0.14, 0.18, 0.32), 35.0),
+)
+
+
+def make_phantom(seed, config: PhantomConfig = PhantomConfig()) -> tuple[Volume, Volume, PhantomInfo]:
+    """Build one phantom: (image in HU as int16, labels as uint8, info).
+
+    ``seed`` is anything ``numpy.random.default_rng`` accepts (an int, or a sequence of ints
+    such as (dataset_seed, case_index)); the same seed and config give the same phantom.
+    """
+    rng = np.random.default_rng(seed)
+    grid = _Grid(config)
+    body = _make_body(grid, rng)
+    organ_id, organ_hus = _make_organs(grid, body, rng)
+    lesion_id, lesions = _place_lesions(grid, body, organ_id, organ_hus, config, rng)
+
+    hu = np.full(grid.shape_kji, AIR_HU, dtype=np.float32)
+    hu[body.outer] = FAT_HU + rng.uniform(-10, 10)
+    hu[body.inner] = SOFT_TISSUE_HU + rng.uniform(-5, 5)
+    hu[body.bone] = BONE_HU + rng.uniform(-50, 50)
+    for number, organ_hu in enumerate(organ_hus, start=1):
+        hu[organ_id == number] = organ_hu
+    for number, lesion in enumerate(lesions, start=1):
+        hu[lesion_id == number] = lesion.organ_hu + lesion.contrast_hu
+    if config.texture_std_hu > 0:
+        texture = ndimage.gaussian_filter(rng.standard_normal(grid.shape_kji, dtype=np.float32),
+                                          TEXTURE_CORRELATION_MM / grid.spacing_kji)
+        hu[body.outer] += texture[body.outer] * (config.texture_std_hu / texture.std())
+    if config.blur_sigma_voxels > 0:  # partial-volume effect
+        hu = ndimage.gaussian_filter(hu, config.blur_sigma_voxels)
+    if config.noise_std_hu > 0:
+        hu += rng.normal(0.0, config.noise_std_hu, grid.shape_kji).astype(np.float32)
+    image = np.clip(np.rint(hu), *HU_RANGE).astype(np.int16)
+
+    labels = np.zeros(grid.shape_kji, dtype=np.uint8)
+    labels[organ_id > 0] = ORGAN_LABEL
+    labels[lesion_id > 0] = TUMOR_LABEL
+
+    ijk_to_ras = grid.ijk_to_ras
+    for axis_ijk, flip in enumerate(config.flip_ijk):
+        if flip:
+            image, labels, ijk_to_ras, lesions = _flip_axis(axis_ijk, image, labels, ijk_to_ras, lesions)
+    info = PhantomInfo(
+        lesions=tuple(lesions),
+        organs=tuple(OrganInfo(t.name, float(h)) for t, h in zip(_ORGANS, organ_hus)),
+        spacing_ijk=tuple(float(s) for s in config.spacing_ijk),
+        size_ijk=tuple(int(n) for n in config.size_ijk),
+        ijk_to_ras=tuple(tuple(float(v) for v in row) for row in ijk_to_ras),
+    )
+    return Volume(np.ascontiguousarray(image), ijk_to_ras), Volume(np.ascontiguousarray(labels), ijk_to_ras), info
+
+
+def case_id(index: int) -> str:
+    return f"phantom_{index:03d}"
+
+
+def write_phantom_dataset(out_dir, cases: int, seed: int = 0,
+                          config: PhantomConfig = PhantomConfig()) -> dict:
+    """Write ``cases`` phantoms in nnU-Net v2 raw layout and return the phantoms.json content.
+
+    Layout: imagesTr/phantom_000_0000.nii.gz, labelsTr/phantom_000.nii.gz, dataset.json and
+    phantoms.json ({"seed", "config", "cases": {case id: PhantomInfo as dict}}). Case n uses
+    seed (seed, n), so a dataset's first cases do not depend on how many are written.
+    """
+    if int(cases) != cases or cases < 1:
+        raise ValueError(f"cases must be a whole number >= 1, got {cases!r}")
+    out_dir = Path(out_dir)
+    (out_dir / "imagesTr").mkdir(parents=True, exist_ok=True)
+    (out_dir / "labelsTr").mkdir(parents=True, exist_ok=True)
+    infos = {}
+    for index in range(int(cases)):
+        image, labels, info = make_phantom((seed, index), config)
+        name = case_id(index)
+        write_image(image, out_dir / "imagesTr" / f"{name}_0000{FILE_ENDING}")
+        write_mask(labels.array, labels, out_dir / "labelsTr" / f"{name}{FILE_ENDING}")
+        infos[name] = info.to_dict()
+    dataset = {
+        "name": "VolumetricSAM phantoms",
+        "description": "Synthetic CT-like phantoms with organ and tumour labels (volsam.phantoms)",
+        "channel_names": {"0": "CT"},
+        "labels": DATASET_LABELS,
+        "numTraining": int(cases),
+        "file_ending": FILE_ENDING,
+    }
+    phantoms = {"seed": seed, "config": asdict(config), "cases": infos}
+    (out_dir / "dataset.json").write_text(json.dumps(dataset, indent=2) + "\n")
+    (out_dir / PHANTOMS_JSON).write_text(json.dumps(phantoms, indent=2) + "\n")
+    return phantoms
+
+
+# --- grid ----------------------------------------------------------------------------------
+class _Grid:
+    """The unflipped voxel grid and the physical position of every voxel relative to the
+    phantom centre ("patient" coordinates, RAS axes, mm)."""
+
+    def __init__(self, config: PhantomConfig):
+        self.size_ijk = np.array(config.size_ijk, dtype=int)
+        self.shape_kji = tuple(int(n) for n in self.size_ijk[::-1])
+        self.spacing_ijk = np.array(config.spacing_ijk, dtype=float)
+        self.spacing_kji = self.spacing_ijk[::-1]
+        self.direction = Rotation.from_euler("xyz", config.rotation_deg_ras, degrees=True).as_matrix()
+        self.center_index_ijk = (self.size_ijk - 1) / 2.0
+        self.ijk_to_ras = np.eye(4)
+        self.ijk_to_ras[:3, :3] = self.direction * self.spacing_ijk[None, :]
+        self.ijk_to_ras[:3, 3] = np.asarray(config.center_ras) - self.ijk_to_ras[:3, :3] @ self.center_index_ijk
+
+        # Offsets in mm along i, j, k, shaped to broadcast over (k, j, i) arrays.
+        offsets = [(np.arange(n) - c) * s for n, c, s in zip(self.size_ijk, self.center_index_ijk, self.spacing_ijk)]
+        broadcast = [offsets[0][None, None, :], offsets[1][None, :, None], offsets[2][:, None, None]]
+        self.x, self.y, self.z = (
+            (self.direction[row, 0] * broadcast[0] + self.direction[row, 1] * broadcast[1]
+             + self.direction[row, 2] * broadcast[2]).astype(np.float32)
+            for row in range(3))
+
+        border = [np.minimum(np.arange(n), n - 1 - np.arange(n)) * s for n, s in zip(self.size_ijk, self.spacing_ijk)]
+        self.border_distance_mm = np.minimum(np.minimum(border[0][None, None, :], border[1][None, :, None]),
+                                             border[2][:, None, None])
+        self.margin_mm = 2.0 * float(self.spacing_ijk.max())
+
+    def half_chord_mm(self, direction_ras) -> float:
+        """Half length of the grid's line through its centre along a RAS direction."""
+        half_extent = self.center_index_ijk * self.spacing_ijk
+        along_axes = np.abs(self.direction.T @ np.asarray(direction_ras, float))
+        with np.errstate(divide="ignore"):
+            return float(np.min(half_extent / along_axes))
+
+    def patient_offsets(self, box_offsets_ijk: list[np.ndarray]) -> np.ndarray:
+        """(3, ...) patient-frame mm offsets for index offsets along i, j, k (broadcast arrays)."""
+        steps = [offset * s for offset, s in zip(box_offsets_ijk, self.spacing_ijk)]
+        return np.stack(np.broadcast_arrays(*[
+            self.direction[row, 0] * steps[0] + self.direction[row, 1] * steps[1] + self.direction[row, 2] * steps[2]
+            for row in range(3)]))
+
+
+# --- body and organs -------------------------------------------------------------------------
+@dataclass
+class _Body:
+    outer: np.ndarray  # skin and everything inside
+    inner: np.ndarray  # inside the subcutaneous fat layer, bone included
+    bone: np.ndarray
+    soft: np.ndarray  # inner without bone: where organs and lesions may lie
+    semi_axes_inner: tuple[float, float]  # R, A in mm
+    organ_half_height: float  # mm along S
+
+
+def _make_body(grid: _Grid, rng: np.random.Generator) -> _Body:
+    in_plane = min(grid.half_chord_mm((1, 0, 0)), grid.half_chord_mm((0, 1, 0)))
+    scale = rng.uniform(0.9, 1.0)
+    semi_r, semi_a = 0.88 * in_plane * scale, 0.72 * in_plane * scale
+    fat_mm = min(rng.uniform(6.0, 14.0), 0.15 * semi_a)
+    # The outline swells and narrows slowly along S, like a real abdomen.
+    swell = 1.0 + 0.04 * np.sin(2 * np.pi * grid.z / rng.uniform(120, 250) + rng.uniform(0, 2 * np.pi))
+    outer = (grid.x / (semi_r * swell)) ** 2 + (grid.y / (semi_a * swell)) ** 2 <= 1.0
+    inner_r, inner_a = semi_r - fat_mm, semi_a - fat_mm
+    inner = (grid.x / (inner_r * swell)) ** 2 + (grid.y / (inner_a * swell)) ** 2 <= 1.0
+    spine_y, spine_radius = -0.72 * inner_a, 0.14 * inner_a
+    bone = inner & (grid.x ** 2 + (grid.y - spine_y) ** 2 <= spine_radius ** 2)
+    return _Body(outer, inner, bone, inner & ~bone, (inner_r, inner_a),
+                 0.9 * grid.half_chord_mm((0, 0, 1)))
+
+
+def _make_organs(grid: _Grid, body: _Body, rng: np.random.Generator) -> tuple[np.ndarray, list[float]]:
+    """Organ number per voxel (0 = none, n = _ORGANS[n - 1]) and each organ's HU."""
+    scale = np.array([*body.semi_axes_inner, body.organ_half_height])
+    allowed = body.soft & (grid.border_distance_mm >= grid.margin_mm)
+    organ_id = np.zeros(grid.shape_kji, dtype=np.uint8)
+    organ_hus = []
+    for number, template in enumerate(_ORGANS, start=1):
+        center = (np.array(template.center) + rng.normal(0, 0.04, 3)) * scale
+        semi_axes = np.array(template.semi_axes) * scale * np.exp(rng.uniform(-0.12, 0.12, 3))
+        rotation = Rotation.from_euler("xyz", rng.uniform(-15, 15, 3), degrees=True).as_matrix()
+        offset = (grid.x - center[0], grid.y - center[1], grid.z - center[2])
+        level = sum(((rotation[0, a] * offset[0] + rotation[1, a] * offset[1] + rotation[2, a] * offset[2])
+                     / semi_axes[a]) ** 2 for a in range(3))
+        for _ in range(3):  # smooth, organ-scale bumps deform the ellipsoid
+            wave = rng.normal(size=3)
+            wave *= 2 * np.pi / (np.linalg.norm(wave) * rng.uniform(40, 90))
+            level += rng.uniform(0.05, 0.12) * np.sin(
+                wave[0] * grid.x + wave[1] * grid.y + wave[2] * grid.z + rng.uniform(0, 2 * np.pi))
+        organ_id[(level <= 1.0) & allowed] = number
+        organ_hus.append(float(template.hu + rng.uniform(-8, 8)))
+    return organ_id, organ_hus
+
+
+# --- lesions -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _LesionShape:
+    """A star-shaped solid around the origin, scaled by a radius: a rotated, stretched
+    ellipsoid whose radius is perturbed by smooth bumps, plus up to two spherical lobes."""
+
+    rotation: np.ndarray  # columns: lesion axes in patient coordinates
+    stretch: np.ndarray  # axis ratios, product 1
+    bump_directions: np.ndarray  # (m, 3) unit vectors
+    bump_weights: np.ndarray  # (m,), sum of magnitudes <= 1
+    bump_amplitude: float
+    lobe_centers: np.ndarray  # (n, 3) in units of the radius, lesion frame
+    lobe_radii: np.ndarray
+
+    @classmethod
+    def random(cls, rng: np.random.Generator) -> _LesionShape:
+        stretch = np.exp(rng.uniform(-0.3, 0.3, 3))
+        bump_directions = rng.normal(size=(rng.integers(3, 7), 3))
+        bump_directions /= np.linalg.norm(bump_directions, axis=1, keepdims=True)
+        bump_weights = rng.uniform(-1, 1, len(bump_directions))
+        lobe_count = rng.integers(0, 3)
+        lobe_directions = rng.normal(size=(lobe_count, 3))
+        lobe_directions /= np.linalg.norm(lobe_directions, axis=1, keepdims=True)
+        return cls(
+            rotation=Rotation.from_quat(rng.normal(size=4)).as_matrix(),
+            stretch=stretch / np.prod(stretch) ** (1 / 3),
+            bump_directions=bump_directions,
+            bump_weights=bump_weights / np.abs(bump_weights).sum(),
+            bump_amplitude=rng.uniform(0.15, 0.35),
+            lobe_centers=lobe_directions * rng.uniform(0.6, 0.9, (lobe_count, 1)),
+            lobe_radii=rng.uniform(0.35, 0.6, lobe_count),
+        )
+
+    def bounding_radius(self, radius: float) -> float:
+        reach = max([1 + self.bump_amplitude, *(np.linalg.norm(self.lobe_centers, axis=1) + self.lobe_radii)])
+        return radius * reach * float(self.stretch.max())
+
+    def contains(self, offsets: np.ndarray, radius: float) -> np.ndarray:
+        """Whether patient-frame offsets (3, ...) in mm from the centre lie in the lesion."""
+        per_axis = (3,) + (1,) * (offsets.ndim - 1)  # broadcasts a 3-vector over the offsets
+        local = np.tensordot(self.rotation.T, offsets, axes=1) / (radius * self.stretch.reshape(per_axis))
+        distance = np.linalg.norm(local, axis=0)
+        unit = local / np.maximum(distance, 1e-12)
+        # Bumps of about 30 degrees angular width; exp(4 (cos - 1)) is 1 on the bump's axis.
+        bumps = sum(w * np.exp(4.0 * (np.tensordot(d, unit, axes=1) - 1.0))
+                    for d, w in zip(self.bump_directions, self.bump_weights))
+        inside = distance <= 1.0 + self.bump_amplitude * bumps
+        for center, lobe_radius in zip(self.lobe_centers, self.lobe_radii):
+            inside |= np.linalg.norm(local - center.reshape(per_axis), axis=0) <= lobe_radius
+        return inside
+
+
+@dataclass(frozen=True)
+class _VoxelisedLesion:
+    mask: np.ndarray  # (k, j, i) box centred on the lesion's centre voxel
+    half_box_kji: np.ndarray
+    reach_mm: float  # largest distance from the centre voxel to the far side of a lesion voxel
+    diameter_mm: float
+    volume_mm3: float
+
+
+def _voxelise(shape: _LesionShape, radius: float, grid: _Grid) -> _VoxelisedLesion:
+    half_box_ijk = np.ceil(shape.bounding_radius(radius) / grid.spacing_ijk).astype(int) + 1
+    box_offsets = [np.arange(-h, h + 1) for h in half_box_ijk]
+    broadcast = [box_offsets[0][None, None, :], box_offsets[1][None, :, None], box_offsets[2][:, None, None]]
+    offsets = grid.patient_offsets(broadcast)
+    mask = shape.contains(offsets, radius)
+    mask[tuple(half_box_ijk[::-1])] = True  # the centre voxel always belongs to the lesion
+    volume = float(mask.sum() * np.prod(grid.spacing_ijk))
+    reach = float(np.linalg.norm(offsets[:, mask], axis=0).max() + np.linalg.norm(grid.spacing_ijk) / 2)
+    return _VoxelisedLesion(mask, half_box_ijk[::-1], reach, (6 * volume / np.pi) ** (1 / 3), volume)
+
+
+def _voxelise_with_diameter(shape: _LesionShape, diameter_mm: float, grid: _Grid,
+                            allowed_mm: tuple[float, float]) -> _VoxelisedLesion:
+    """Scale the shape until its voxelised volume-equivalent diameter is close to the target
+    and inside the allowed range."""
+    radius = diameter_mm / 2
+    best = None
+    for _ in range(6):
+        lesion = _voxelise(shape, radius, grid)
+        if best is None or abs(lesion.diameter_mm - diameter_mm) < abs(best.diameter_mm - diameter_mm):
+            best, best_radius = lesion, radius
+        if abs(lesion.diameter_mm / diameter_mm - 1) < 0.02:
+            break
+        radius *= diameter_mm / lesion.diameter_mm
+    # Voxel steps can leave a tiny lesion just outside the range: nudge it back in.
+    radius = best_radius
+    while best.diameter_mm < allowed_mm[0]:
+        radius *= 1.03
+        best = _voxelise(shape, radius, grid)
+    while best.diameter_mm > allowed_mm[1]:
+        radius *= 0.97
+        best = _voxelise(shape, radius, grid)
+    return best
+
+
+def _place_lesions(grid: _Grid, body: _Body, organ_id: np.ndarray, organ_hus: list[float],
+                   config: PhantomConfig, rng: np.random.Generator):
+    """Place lesions inside organs; returns (lesion number per voxel, [LesionInfo])."""
+    rim_mm = max(LESION_RIM_MM, 1.01 * float(grid.spacing_ijk.max()))
+    soft_depth = ndimage.distance_transform_edt(body.soft, sampling=grid.spacing_kji)
+    organ_depth = ndimage.distance_transform_edt(_same_as_neighbours(organ_id), sampling=grid.spacing_kji)
+    low_mm, high_mm = config.lesion_diameter_range_mm
+    allowed_mm = (low_mm * 1.001, high_mm * 0.999)  # keep voxel rounding from reaching the ends
+    lesion_id = np.zeros(grid.shape_kji, dtype=np.uint8)
+    lesions, placed = [], []  # placed: (centre in patient mm, reach in mm)
+
+    for _ in range(rng.integers(config.lesions_per_case[0], config.lesions_per_case[1] + 1)):
+        diameter = float(np.clip(config.lesion_diameter_median_mm
+                                 * np.exp(config.lesion_diameter_log_sigma * rng.normal()), *allowed_mm))
+        shape = _LesionShape.random(rng)
+        sign = -1 if rng.random() < config.hypodense_fraction else 1
+        contrast = sign * rng.uniform(*config.lesion_contrast_hu_range)
+        pick = rng.random()  # which candidate voxel, as a fraction of however many there turn out to be
+        while True:
+            lesion = _voxelise_with_diameter(shape, diameter, grid, allowed_mm)
+            candidates = ((organ_id > 0) & (organ_depth >= 0.2 * lesion.diameter_mm)
+                          & (soft_depth >= lesion.reach_mm + rim_mm)
+                          & (grid.border_distance_mm >= lesion.reach_mm + rim_mm + grid.margin_mm))
+            candidates = np.flatnonzero(candidates)
+            positions = np.stack([axis.ravel()[candidates] for axis in (grid.x, grid.y, grid.z)], axis=1)
+            for center, reach in placed:
+                far = np.linalg.norm(positions - center, axis=1) >= lesion.reach_mm + reach + 2 * rim_mm
+                candidates, positions = candidates[far], positions[far]
+            if candidates.size or diameter * LESION_SHRINK_FACTOR < low_mm:
+                break
+            diameter *= LESION_SHRINK_FACTOR
+        if candidates.size == 0:
+            if not lesions:
+                raise ValueError(f"no room for a {low_mm:g} mm lesion in a {tuple(config.size_ijk)} image "
+                                 f"with spacing {tuple(config.spacing_ijk)}; expected a larger field of view")
+            continue
+        chosen = min(int(pick * candidates.size), candidates.size - 1)
+        center_kji = np.array(np.unravel_index(candidates[chosen], grid.shape_kji))
+        host = int(organ_id[tuple(center_kji)])
+        number = len(lesions) + 1
+        _stamp_lesion(lesion, center_kji, number, host, rim_mm, grid, body, organ_id, lesion_id)
+        placed.append((positions[chosen], lesion.reach_mm))
+        center_ijk = center_kji[::-1]
+        lesions.append(LesionInfo(
+            center_ras=tuple(float(v) for v in grid.ijk_to_ras[:3, :3] @ center_ijk + grid.ijk_to_ras[:3, 3]),
+            center_ijk=tuple(int(v) for v in center_ijk),
+            diameter_mm=round(lesion.diameter_mm, 3),
+            volume_mm3=round(lesion.volume_mm3, 3),
+            organ=_ORGANS[host - 1].name,
+            organ_hu=organ_hus[host - 1],
+            contrast_hu=float(contrast),
+        ))
+    return lesion_id, lesions
+
+
+def _stamp_lesion(lesion: _VoxelisedLesion, center_kji, number: int, host: int, rim_mm: float,
+                  grid: _Grid, body: _Body, organ_id: np.ndarray, lesion_id: np.ndarray) -> None:
+    """Write the lesion into lesion_id and grow its host organ over a rim around it."""
+    rim_voxels = np.ceil(rim_mm / grid.spacing_kji).astype(int)
+    half = lesion.half_box_kji + rim_voxels
+    box = tuple(slice(c - h, c + h + 1) for c, h in zip(center_kji, half))
+    mask = np.pad(lesion.mask, [(r, r) for r in rim_voxels])
+    rim = ~mask & (ndimage.distance_transform_edt(~mask, sampling=grid.spacing_kji) <= rim_mm)
+    lesion_id[box][mask] = number
+    organ_id[box][rim & body.soft[box] & (lesion_id[box] == 0)] = host
+    organ_id[box][mask] = host
+
+
+def _same_as_neighbours(labels: np.ndarray) -> np.ndarray:
+    """Voxels whose six face neighbours all carry their own nonzero label."""
+    padded = np.pad(labels, 1)
+    centre = padded[1:-1, 1:-1, 1:-1]
+    same = centre > 0
+    for axis in range(3):
+        for shift in (-1, 1):
+            same &= np.roll(padded, shift, axis=axis)[1:-1, 1:-1, 1:-1] == centre
+    return same
+
+
+def _flip_axis(axis_ijk: int, image, labels, ijk_to_ras, lesions):
+    """Reverse one index axis without moving anything in physical space."""
+    size = image.shape[2 - axis_ijk]
+    flipped = ijk_to_ras.copy()
+    flipped[:3, 3] += ijk_to_ras[:3, axis_ijk] * (size - 1)
+    flipped[:3, axis_ijk] *= -1
+    moved = []
+    for lesion in lesions:
+        center_ijk = list(lesion.center_ijk)
+        center_ijk[axis_ijk] = size - 1 - center_ijk[axis_ijk]
+        moved.append(LesionInfo(**{**asdict(lesion), "center_ijk": tuple(center_ijk)}))
+    return np.flip(image, 2 - axis_ijk), np.flip(labels, 2 - axis_ijk), flipped, moved

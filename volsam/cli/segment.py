@@ -41,6 +41,11 @@ def add_parser(subparsers) -> None:
     adapter = parser.add_argument_group("sam3d-adapter")
     adapter.add_argument("--sam-checkpoint", help="SAM ViT-B checkpoint (sam_vit_b_01ec64.pth) for the frozen encoder")
     adapter.add_argument("--preset", help="intensity preset: kits, lits, pancreas, colon or ct (default)")
+    adapter.add_argument("--mode", choices=("interactive", "paper"), default="interactive",
+                         help="interactive: crops follow the clicks and grow with the mask (default); "
+                              "paper: one crop around the clicks' centre, as the paper evaluates")
+    adapter.add_argument("--precision", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
+                        help="auto: bf16/fp16 autocast on GPU, float32 on CPU")
     sam2 = parser.add_argument_group("sam2-3dmed")
     sam2.add_argument("--sam2-checkpoint", help="official SAM2.1 checkpoint for the frozen parts")
     sam2.add_argument("--config", choices=("tiny", "small", "base_plus", "large"), help="SAM2.1 size")

@@ -7,6 +7,10 @@ import pytest
 
 from volsam.geometry import Volume
 
+# Fixture modules of the two model packages, imported by pytest so their asserts are rewritten
+# and their session-scoped fixtures are shared by every test file.
+pytest_plugins = ["conftest_adapter", "conftest_sam2"]
+
 
 def rotation(axis_angle_deg: tuple[float, float, float]) -> np.ndarray:
     """Rotation matrix from successive x, y, z rotations in degrees."""

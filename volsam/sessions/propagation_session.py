@@ -1,0 +1,450 @@
+"""The SAM2-3dMed session: prompt a slice, propagate through the volume, correct, undo.
+
+One session per open volume (see :mod:`volsam.sessions` for the shape all sessions share)::
+
+    session = PropagationSession(model)
+    session.set_volume(volume, buffer, slice_direction="axial")  # buffer: caller-owned uint8 (k, j, i)
+    session.add_point(ras, positive=True)                     # segments that slice at once
+    outcome = session.propagate(progress=lambda done, total: ...)
+    session.add_point(other_ras, positive=False)              # a correction on another slice
+    session.propagate()                                       # re-propagates from it only
+
+Every prompted slice becomes a *confirmed* slice: a conditioning frame for the model, and a
+slice propagation never writes. :meth:`PropagationSession.propagate` works outward from the
+slices prompted since the last propagation, in both directions, up to (not across) the
+nearest other confirmed slice or the volume's end; when two such slices bound one gap, each
+takes its half. A direction stops early once the object has been absent on K consecutive
+slices, and the rest of that run is cleared. Masks are written into the caller's buffer slice
+by slice as they come, through :class:`~volsam.sessions.history.MaskHistory`; every prompt,
+propagation and reset is one undo step. :meth:`PropagationSession.cancel` (from the progress callback
+or another thread) stops after the current slice; the slices done so far stay, and the
+outcome says so.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..geometry import Box, Volume, union_boxes
+from ..models.sam2_3dmed.frames import IntensityConfig
+from ..models.sam2_3dmed.memory import SliceMemory
+from ..models.sam2_3dmed.slicing import SlicePlane, slice_axis_for
+from ..models.sam2_3dmed.tracker import SlicePrompt, SliceTracker, TrackerConfig, VolumeTrackingState
+from ..prompts import box_prompt, point_prompt
+from .history import MaskHistory
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..models.sam2_3dmed.model import SAM2ThreeDMed
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class PropagationSessionConfig:
+    """``slice_direction``: "axial", "coronal", "sagittal" or a RAS normal (3 numbers)."""
+
+    slice_direction: str | tuple[float, float, float] = "axial"
+    intensity: IntensityConfig = field(default_factory=IntensityConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    max_undo_steps: int = 100
+
+
+@dataclass(frozen=True)
+class PropagationProgress:
+    """One step of :meth:`PropagationSession.propagation_steps`."""
+
+    slices_done: int
+    slices_total: int
+    slice_index: int
+    changed: Box | None
+
+
+@dataclass(frozen=True)
+class PropagationOutcome:
+    """What a propagation did. ``completed`` is False when it was cancelled: the
+    ``slices_done`` slices written so far stay (one undo step)."""
+
+    completed: bool
+    slices_done: int
+    slices_total: int
+    changed: Box | None
+
+    @property
+    def status(self) -> str:
+        return "completed" if self.completed else "cancelled"
+
+
+@dataclass(frozen=True, eq=False)
+class _ConfirmedSlice:
+    """A prompted slice: its accumulated prompt, memory and last mask logits."""
+
+    prompt: SlicePrompt
+    memory: SliceMemory
+    mask_logits: torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class _Interactions:
+    """Everything besides the buffer that undo and redo restore (immutable)."""
+
+    confirmed: Mapping[int, _ConfirmedSlice] = field(default_factory=dict)
+    pending: frozenset[int] = frozenset()
+
+
+@dataclass(frozen=True)
+class _UndoRecord:
+    before: _Interactions
+    after: _Interactions
+    has_mask_change: bool
+
+
+class PropagationSession:
+    """Interactive SAM2-3dMed segmentation of one volume into a caller-owned buffer."""
+
+    def __init__(self, model: SAM2ThreeDMed, config: PropagationSessionConfig | None = None):
+        self.config = config or PropagationSessionConfig()
+        self.tracker = SliceTracker(model, self.config.tracker)
+        self._volume: Volume | None = None
+        self._value_range: tuple[float, float] | None = None
+        self._plane: SlicePlane | None = None
+        self._state: VolumeTrackingState | None = None
+        self._history: MaskHistory | None = None
+        self._interactions = _Interactions()
+        self._undo: list[_UndoRecord] = []
+        self._redo: list[_UndoRecord] = []
+        self._cancel = threading.Event()
+
+    # --- volume and buffer ----------------------------------------------------------------------
+    def set_volume(self, volume: Volume, target_buffer: np.ndarray | None = None, slice_direction=None,
+                   intensity: IntensityConfig | None = None) -> None:
+        """Open ``volume`` (held by reference); results go into ``target_buffer`` (a zero
+        buffer is made when None). Forgets the previous volume's prompts and history.
+        ``slice_direction`` and ``intensity`` override the config's."""
+        if not isinstance(volume, Volume):
+            raise ValueError(f"set_volume expects a volsam.geometry.Volume, got {type(volume).__name__}")
+        intensity = intensity or self.config.intensity
+        direction = self.config.slice_direction if slice_direction is None else slice_direction
+        axis = slice_axis_for(volume, direction)
+        self._check_slice_count(volume, axis)
+        buffer = np.zeros(volume.shape_kji, dtype=np.uint8) if target_buffer is None else target_buffer
+        self._check_buffer(buffer, volume)
+        self._volume = volume
+        self._value_range = intensity.value_range(volume.array)
+        self._history = MaskHistory(buffer, self.config.max_undo_steps)
+        self._open_axis(axis)
+
+    def set_target_buffer(self, buffer: np.ndarray) -> None:
+        """Write results into ``buffer`` (caller-owned uint8, the volume's (k, j, i) shape) from
+        now on; prompts and history restart."""
+        volume = self._require_volume()
+        self._check_buffer(buffer, volume)
+        self._history = MaskHistory(buffer, self.config.max_undo_steps)
+        self._forget_interactions()
+
+    @staticmethod
+    def _check_buffer(buffer, volume: Volume) -> None:
+        if not isinstance(buffer, np.ndarray) or buffer.dtype != np.uint8 or buffer.shape != volume.shape_kji:
+            raise ValueError(f"the target buffer must be a uint8 array of the volume's (k, j, i) shape "
+                             f"{volume.shape_kji}, got {getattr(buffer, 'dtype', type(buffer).__name__)} "
+                             f"{getattr(buffer, 'shape', '')}")
+
+    @property
+    def result(self) -> np.ndarray:
+        """The target buffer (the current mask)."""
+        return self._require_history().buffer
+
+    @property
+    def slice_axis(self) -> int:
+        """Index axis (0 = i, 1 = j, 2 = k) the volume is sliced across."""
+        return self._require_plane().index_axis
+
+    @property
+    def num_slices(self) -> int:
+        return self._require_plane().num_slices
+
+    @property
+    def confirmed_slices(self) -> tuple[int, ...]:
+        return tuple(sorted(self._interactions.confirmed))
+
+    @property
+    def pending_slices(self) -> tuple[int, ...]:
+        """Confirmed slices prompted since the last completed propagation."""
+        return tuple(sorted(self._interactions.pending))
+
+    # --- prompts --------------------------------------------------------------------------------
+    def add_point(self, coordinates, positive: bool = True, space: str = "ras", view_normal=None) -> Box | None:
+        """Click on a slice (``coordinates`` in ``space``: "ras", "lps" or "ijk"); the slice is
+        segmented at once. Returns the changed box of the buffer, or None."""
+        return self.add_prompt(points=[coordinates], positive=[positive], space=space, view_normal=view_normal)
+
+    def add_points(self, positives: Sequence = (), negatives: Sequence = (), space: str = "ras",
+                   view_normal=None) -> Box | None:
+        """Several clicks on one slice as one step (positives, then negatives)."""
+        return self.add_prompt(points=[*positives, *negatives],
+                               positive=[True] * len(positives) + [False] * len(negatives),
+                               space=space, view_normal=view_normal)
+
+    def add_box(self, corner_a, corner_b, space: str = "ras", view_normal=None) -> Box | None:
+        """A box drawn on one slice, by two opposite corners."""
+        return self.add_prompt(box=(corner_a, corner_b), space=space, view_normal=view_normal)
+
+    def add_prompt(self, points: Sequence = (), positive: Sequence[bool] = (), box=None, space: str = "ras",
+                   view_normal=None) -> Box | None:
+        """Clicks and/or a box, all on one slice. Clicks add to earlier clicks on that slice; a
+        box replaces an earlier box there."""
+        volume = self._require_volume()
+        history = self._require_history()
+        if len(points) != len(positive):
+            raise ValueError(f"{len(points)} points but {len(positive)} positive/negative flags")
+        if not len(points) and box is None:
+            raise ValueError("a prompt needs at least one point or a box")
+        self._follow_view(view_normal)
+        plane = self._require_plane()
+        clicks = [point_prompt(volume, p, space, bool(flag)) for p, flag in zip(points, positive)]
+        slice_index = box_xyxy = None
+        if box is not None:
+            corners = np.asarray(box, dtype=np.float64)
+            if corners.shape != (2, 3):
+                raise ValueError(f"a box is given as two corners of 3 coordinates, got shape {corners.shape}")
+            slice_index, box_xyxy = plane.box_on_one_slice(box_prompt(volume, corners[0], corners[1], space))
+        xy, labels = np.zeros((0, 2)), np.zeros(0, dtype=np.int32)
+        if clicks:
+            click_slice, xy, labels = plane.points_on_one_slice(clicks)
+            if slice_index is not None and click_slice != slice_index:
+                raise ValueError(f"the points lie on slice {click_slice} but the box on slice {slice_index} "
+                                 f"(axis {plane.axis_name}); all prompts of one interaction lie on one slice")
+            slice_index = click_slice
+        earlier = self._interactions.confirmed.get(slice_index)
+        if earlier is not None and earlier.prompt.mask is None:
+            xy = np.concatenate([earlier.prompt.points_xy, xy])
+            labels = np.concatenate([earlier.prompt.labels, labels])
+            if box_xyxy is None:
+                box_xyxy = earlier.prompt.box_xyxy
+        prompt = SlicePrompt(points_xy=xy, labels=labels, box_xyxy=box_xyxy)
+        return self._apply_prompt(slice_index, prompt, history)
+
+    def add_mask(self, mask: np.ndarray, slice_index: int, view_normal=None) -> Box | None:
+        """A mask drawn or edited on slice ``slice_index``: (rows, columns) of that slice,
+        nonzero = object. It is written as given and conditions the model as SAM2's mask
+        prompt does (an empty mask confirms that the object is absent there)."""
+        self._require_history()
+        self._follow_view(view_normal)
+        plane = self._require_plane()
+        mask = np.asarray(mask)
+        if mask.shape != plane.slice_shape:
+            raise ValueError(f"mask prompt of shape {mask.shape} does not match the slice shape "
+                             f"{plane.slice_shape} (rows, columns) across axis {plane.axis_name}")
+        if not isinstance(slice_index, (int, np.integer)) or not 0 <= slice_index < plane.num_slices:
+            raise ValueError(f"slice {slice_index!r} lies outside the volume (slices 0..{plane.num_slices - 1} "
+                             f"across axis {plane.axis_name})")
+        return self._apply_prompt(int(slice_index), SlicePrompt(mask=mask != 0), self._history)
+
+    def _apply_prompt(self, slice_index: int, prompt: SlicePrompt, history: MaskHistory) -> Box | None:
+        plane, state = self._require_plane(), self._state
+        earlier = self._interactions.confirmed.get(slice_index)
+        previous_logits = earlier.mask_logits if earlier is not None else None
+        previous_mask = None if earlier is not None else plane.take(history.buffer, slice_index)
+        # The tracker reads the confirmed slices from its state; keep it equal to ours.
+        state.conditioning = {t: c.memory for t, c in self._interactions.confirmed.items()}
+        result = self.tracker.predict_prompt(state, slice_index, prompt, previous_logits, previous_mask)
+        before = self._interactions
+        confirmed = dict(before.confirmed)
+        confirmed[slice_index] = _ConfirmedSlice(prompt, result.memory, result.mask_logits)
+        after = _Interactions(confirmed, before.pending | {slice_index})
+        # A mask the user drew is written as drawn; SAM2 would return it through its
+        # low-resolution logits, which round off thin parts and corners.
+        written = prompt.mask if prompt.mask is not None else result.mask
+        values = plane.as_slab(written.astype(np.uint8))
+        changed = history.commit(values, plane.slab_box(slice_index, slice_index + 1), label="prompt")
+        self._record(before, after, changed is not None)
+        return changed
+
+    # --- propagation ----------------------------------------------------------------------------
+    def propagate(self, progress: ProgressCallback | None = None) -> PropagationOutcome:
+        """Propagate from the slices prompted since the last propagation (see the module
+        docstring). ``progress(slices_done, slices_total)`` is called after every slice; it may
+        call :meth:`cancel`. Never raises on cancellation: see the outcome's ``completed``."""
+        done, total, changed = 0, self._planned_total(), None
+        steps = self.propagation_steps()
+        try:
+            for step in steps:
+                done, total = step.slices_done, step.slices_total
+                changed = union_boxes(changed, step.changed)
+                if progress is not None:
+                    progress(done, total)
+        finally:
+            steps.close()
+        return PropagationOutcome(done == total, done, total, changed)
+
+    def cancel(self) -> None:
+        """Ask a running propagation to stop after the current slice (thread-safe)."""
+        self._cancel.set()
+
+    def propagation_steps(self) -> Iterator[PropagationProgress]:
+        """The propagation as a generator, one step per slice written. Stopping early (by
+        :meth:`cancel`, or by closing the generator) keeps the slices done so far."""
+        history = self._require_history()
+        plane, state = self._require_plane(), self._state
+        runs = self._plan()
+        total = sum(len(range(start + d, stop, d)) for start, d, stop in runs)
+        self._cancel.clear()
+        before = self._interactions
+        state.conditioning = {t: c.memory for t, c in before.confirmed.items()}
+        done = 0
+        history.begin("propagate")
+        try:
+            for start, direction, stop in runs:
+                last = start
+                for result in self.tracker.propagate(state, start, direction, stop):
+                    changed = self._write(history, plane, result.slice_index, result.mask)
+                    done += 1
+                    last = result.slice_index
+                    yield PropagationProgress(done, total, result.slice_index, changed)
+                    if self._cancel.is_set():
+                        return
+                # Stopped early: the object has ended, so older results beyond are cleared.
+                for slice_index in range(last + direction, stop, direction):
+                    changed = self._write(history, plane, slice_index, None)
+                    done += 1
+                    yield PropagationProgress(done, total, slice_index, changed)
+                    if self._cancel.is_set():
+                        return
+        finally:
+            step_box = history.end()
+            completed = done == total
+            after = _Interactions(before.confirmed, frozenset() if completed else before.pending)
+            if step_box is not None or after.pending != before.pending:  # no empty undo steps
+                self._record(before, after, step_box is not None)
+
+    def _plan(self) -> list[tuple[int, int, int]]:
+        """Runs (start, direction, stop) covering the gaps next to pending confirmed slices."""
+        confirmed = sorted(self._interactions.confirmed)
+        pending = self._interactions.pending
+        bounds = [-1, *confirmed, self._require_plane().num_slices]
+        runs = []
+        for low, high in itertools.pairwise(bounds):
+            if high - low <= 1:
+                continue
+            if low in pending and high in pending:  # each side takes its half of the gap
+                middle = (low + high) // 2
+                runs += [(low, 1, middle + 1), (high, -1, middle)]
+            elif low in pending:
+                runs.append((low, 1, high))
+            elif high in pending:
+                runs.append((high, -1, low))
+        return sorted(runs, key=lambda run: (run[0], -run[1]))
+
+    def _planned_total(self) -> int:
+        if self._plane is None or self._history is None:
+            return 0
+        return sum(len(range(start + d, stop, d)) for start, d, stop in self._plan())
+
+    @staticmethod
+    def _write(history: MaskHistory, plane: SlicePlane, slice_index: int, mask: np.ndarray | None) -> Box | None:
+        values = np.zeros(plane.slice_shape, dtype=np.uint8) if mask is None else mask.astype(np.uint8)
+        return history.commit(plane.as_slab(values), plane.slab_box(slice_index, slice_index + 1))
+
+    # --- undo, redo, reset ------------------------------------------------------------------------
+    def undo(self) -> Box | None:
+        """Undo the last prompt, propagation or reset; returns the changed box, or None."""
+        history = self._require_history()
+        if not self._undo:
+            return None
+        record = self._undo.pop()
+        self._redo.append(record)
+        self._interactions = record.before
+        return history.undo() if record.has_mask_change else None
+
+    def redo(self) -> Box | None:
+        history = self._require_history()
+        if not self._redo:
+            return None
+        record = self._redo.pop()
+        self._undo.append(record)
+        self._interactions = record.after
+        return history.redo() if record.has_mask_change else None
+
+    @property
+    def can_undo(self) -> bool:
+        return bool(self._undo)
+
+    @property
+    def can_redo(self) -> bool:
+        return bool(self._redo)
+
+    def reset(self) -> Box | None:
+        """Forget all prompts and clear the buffer (an undoable step); returns the box cleared."""
+        history = self._require_history()
+        before = self._interactions
+        box = Box.from_mask(history.buffer)
+        changed = history.commit(np.zeros(box.shape, np.uint8), box, "reset") if box is not None else None
+        self._record(before, _Interactions(), changed is not None)
+        return changed
+
+    def _record(self, before: _Interactions, after: _Interactions, has_mask_change: bool) -> None:
+        """Every prompt, propagation and reset is one undo step; those that changed the buffer
+        are also one MaskHistory step, undone with it."""
+        self._interactions = after
+        self._undo.append(_UndoRecord(before, after, has_mask_change))
+        del self._undo[:-self.config.max_undo_steps]
+        self._redo.clear()
+
+    def _forget_interactions(self) -> None:
+        self._interactions = _Interactions()
+        self._undo.clear()
+        self._redo.clear()
+        if self._history is not None:
+            self._history.clear()
+        if self._state is not None:
+            self._state.conditioning = {}
+
+    # --- axis -----------------------------------------------------------------------------------
+    def _follow_view(self, view_normal) -> None:
+        """Slice across the axis of the view the user prompted in, if that is possible now."""
+        if view_normal is None:
+            return
+        volume = self._require_volume()
+        axis = slice_axis_for(volume, np.asarray(view_normal, dtype=np.float64))
+        if axis == self._require_plane().index_axis:
+            return
+        if self._interactions.confirmed:
+            raise ValueError(f"this prompt was made in a view across voxel axis {'ijk'[axis]}, but the session's "
+                             f"prompts lie on slices across axis {self._plane.axis_name}; reset the session "
+                             "to prompt in another view")
+        self._check_slice_count(volume, axis)
+        self._open_axis(axis)
+
+    def _open_axis(self, axis: int) -> None:
+        volume = self._require_volume()
+        self._plane = SlicePlane(volume.shape_kji, axis)
+        self._state = self.tracker.init_state(volume.array, self._plane, self._value_range)
+        self._forget_interactions()
+
+    @staticmethod
+    def _check_slice_count(volume: Volume, axis: int) -> None:
+        count = volume.shape_ijk[axis]
+        if count < 2:
+            raise ValueError(f"the volume has {count} slice across voxel axis {'ijk'[axis]} (shape (i, j, k) "
+                             f"{volume.shape_ijk}); propagation needs at least 2 slices")
+
+    # --- checks ---------------------------------------------------------------------------------
+    def _require_volume(self) -> Volume:
+        if self._volume is None:
+            raise ValueError("no volume is open: call set_volume(volume) first")
+        return self._volume
+
+    def _require_plane(self) -> SlicePlane:
+        self._require_volume()
+        return self._plane
+
+    def _require_history(self) -> MaskHistory:
+        self._require_volume()  # set_volume always sets a buffer and its history
+        return self._history

@@ -187,8 +187,10 @@ def test_cmake_files_have_balanced_parentheses(path):
     assert depth == 0
 
 
-def test_documentation_shows_the_screenshot():
-    docs = (ROOT / "Docs" / "slicer.md").read_text()
+def test_readme_shows_the_screenshot_and_the_extension_walk_through():
+    docs = (ROOT / "README.md").read_text()
     for image in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", docs):
-        assert (ROOT / "Docs" / image).resolve().is_file() or (ROOT / image).is_file(), image
+        assert (ROOT / image).is_file(), image
+    for heading in ("### Installing", "### First run", "### Walk-through: SAMAdapt3D", "### Walk-through: SAM2Volume"):
+        assert heading in docs
     assert "Resources/Screenshots/VolumetricSAM-phantom.png" in docs

@@ -8,7 +8,7 @@ import pytest
 from conftest import make_volume
 from volsam.geometry import Box
 from volsam.prompts import box_prompt, mask_prompt, point_prompt
-from volsam.sessions.history import MaskHistory
+from volsam.sessions.history import MaskHistory, UndoResult
 
 
 def test_point_prompts_in_each_space_land_on_the_same_voxel(oblique_volume):
@@ -82,3 +82,58 @@ def test_history_refuses_bad_buffers_and_boxes():
     history = MaskHistory(np.zeros((2, 2, 2), np.uint8))
     with pytest.raises(ValueError, match="do not fit"):
         history.commit(np.zeros((3, 3, 3)), Box((0, 0, 0), (3, 3, 3)))
+
+
+def test_history_restores_the_callers_state_with_the_mask():
+    buffer = np.zeros((4, 4, 4), np.uint8)
+    history = MaskHistory(buffer)
+    history.begin("click", state="no clicks")
+    history.commit(np.ones((1, 2, 2), np.uint8), Box((1, 1, 1), (2, 3, 3)))
+    assert history.end(state="one click") == Box((1, 1, 1), (2, 3, 3))
+    assert history.undo_with_state() == UndoResult(Box((1, 1, 1), (2, 3, 3)), "no clicks")
+    assert not buffer.any()
+    assert history.redo_with_state() == UndoResult(Box((1, 1, 1), (2, 3, 3)), "one click")
+    assert buffer.sum() == 4
+    assert history.undo_with_state() is not None and history.undo_with_state() is None
+
+
+def test_a_state_only_step_is_undoable_and_ordered_with_mask_steps():
+    buffer = np.zeros((4, 4, 4), np.uint8)
+    history = MaskHistory(buffer)
+    history.begin("click", state=0)
+    history.commit(np.ones((1, 1, 1), np.uint8), Box((0, 0, 0), (1, 1, 1)))
+    history.end(state=1)
+    # A click that changed the prompts but no voxel: still a step of its own.
+    history.begin("click", state=1)
+    history.commit(np.ones((1, 1, 1), np.uint8), Box((0, 0, 0), (1, 1, 1)))
+    assert history.end(state=2) is None and history.can_undo
+    assert history.undo_with_state() == UndoResult(None, 1) and buffer[0, 0, 0] == 1
+    assert history.undo_with_state() == UndoResult(Box((0, 0, 0), (1, 1, 1)), 0) and not buffer.any()
+    assert history.redo_with_state() == UndoResult(Box((0, 0, 0), (1, 1, 1)), 1)
+    assert history.redo_with_state() == UndoResult(None, 2) and not history.can_redo
+    assert history.undo() is None and history.undo() == Box((0, 0, 0), (1, 1, 1))  # mask-only view
+
+
+def test_a_step_without_state_after_is_recorded_only_if_the_mask_changed():
+    buffer = np.zeros((4, 4, 4), np.uint8)
+    history = MaskHistory(buffer)
+    history.begin("propagate", state="pending")
+    assert history.end() is None and not history.can_undo  # nothing changed: no empty step
+    history.begin("propagate", state="pending")
+    history.commit(np.ones((1, 4, 4), np.uint8), Box((2, 0, 0), (3, 4, 4)))
+    history.end()  # the state stayed as it was, so redo gives back the state before
+    assert history.undo_with_state().state == "pending"
+    assert history.redo_with_state().state == "pending"
+
+
+def test_max_steps_bounds_state_and_mask_steps_alike():
+    buffer = np.zeros((4, 4, 4), np.uint8)
+    history = MaskHistory(buffer, max_steps=2)
+    for step in range(3):
+        history.begin("click", state=step)
+        if step == 1:
+            history.commit(np.ones((1, 1, 1), np.uint8), Box((0, 0, 0), (1, 1, 1)))
+        history.end(state=step + 1)
+    assert history.undo_with_state() == UndoResult(None, 2)
+    assert history.undo_with_state() == UndoResult(Box((0, 0, 0), (1, 1, 1)), 1)
+    assert history.undo_with_state() is None and not history.can_undo  # the first step is forgotten

@@ -24,9 +24,9 @@ predicted voxel that is closer (in mm) to a negative click than to every positiv
 crop is removed. A model fine-tuned with a point-label embedding (config flag) instead gets the
 negative clicks with label 0, and the rule is not used.
 
-Undo and redo are multi-level: every click (with the crops it opened) or reset is one step; the
-mask patches are kept compressed by :class:`~volsam.sessions.history.MaskHistory` and the click
-state is snapshotted beside them.
+Undo and redo are multi-level: every click (with the crops it opened) or reset is one step of
+:class:`~volsam.sessions.history.MaskHistory`, which keeps the mask patches compressed and the
+click state snapshotted with them.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..geometry import Box, Volume, union_boxes
+from .history import MaskHistory, UndoResult
 
 logger = logging.getLogger(__name__)
 
@@ -97,13 +98,6 @@ class SessionState:
 
     clicks: tuple[Click, ...] = ()
     crops: tuple[CropState, ...] = ()
-
-
-@dataclass
-class _Step:
-    before: SessionState
-    after: SessionState
-    has_mask_change: bool
 
 
 @dataclass
@@ -196,10 +190,8 @@ class AdapterSession:
         self.crop_size = int(self.predictor.crop_size)
         self.uses_labels = bool(getattr(self.predictor.model, "has_point_labels", False))
         self.volume: Volume | None = None
-        self._history = None
+        self._history: MaskHistory | None = None
         self._state = SessionState()
-        self._undo: list[_Step] = []
-        self._redo: list[_Step] = []
         self._embeddings: OrderedDict = OrderedDict()
         self.timings: dict[str, float] = {}
 
@@ -213,8 +205,6 @@ class AdapterSession:
     # --- volume and buffer -----------------------------------------------------------------------
     def set_volume(self, volume: Volume, target_buffer: np.ndarray | None = None) -> None:
         """Open a volume (HU intensities, (k, j, i)); clears clicks, history and cached crops."""
-        from .history import MaskHistory
-
         if not isinstance(volume, Volume):
             raise ValueError(f"expected a volsam.geometry.Volume, got {type(volume).__name__}")  # noqa: TRY004
         self.volume = volume
@@ -223,18 +213,12 @@ class AdapterSession:
         self._check_buffer(buffer)
         self._history = MaskHistory(buffer)
         self._state = SessionState()
-        self._undo.clear()
-        self._redo.clear()
 
     def set_target_buffer(self, buffer: np.ndarray) -> None:
         """Write results into ``buffer`` (uint8, the volume's (k, j, i) shape) from now on; history restarts."""
-        from .history import MaskHistory
-
         self._require_volume()
         self._check_buffer(buffer)
         self._history = MaskHistory(buffer)
-        self._undo.clear()
-        self._redo.clear()
 
     def _check_buffer(self, buffer: np.ndarray) -> None:
         if not isinstance(buffer, np.ndarray) or buffer.dtype != np.uint8 or buffer.shape != self.volume.shape_kji:
@@ -272,17 +256,14 @@ class AdapterSession:
         clicks = [self._click(p, True) for p in positives] + [self._click(p, False) for p in negatives]
         if not clicks:
             raise ValueError("no clicks given")
-        before = self._state
-        self._history.begin("clicks")
+        self._history.begin("clicks", self._state)
         if self.options.mode == "paper":  # one crop around all clicks: predict once
             self._state = replace(self._state, clicks=self._state.clicks + tuple(clicks))
             self._run_paper()
         else:
             for click in clicks:
                 self._run_interactive(click)
-        changed = self._history.end()
-        self._push(before, changed is not None)
-        return changed
+        return self._history.end(self._state)
 
     def _click(self, ras, positive: bool) -> Click:
         point = np.asarray(ras, dtype=np.float64).reshape(-1)
@@ -296,49 +277,38 @@ class AdapterSession:
         return Click(tuple(float(v) for v in point), bool(positive))
 
     # --- undo / redo / reset ----------------------------------------------------------------------
-    def _push(self, before: SessionState, has_mask_change: bool) -> None:
-        self._undo.append(_Step(before, self._state, has_mask_change))
-        self._redo.clear()
-
     def undo(self) -> Box | None:
         """Go back one step (click or reset); returns the changed box, or None."""
         self._require_volume()
-        if not self._undo:
-            return None
-        step = self._undo.pop()
-        self._redo.append(step)
-        self._state = step.before
-        return self._history.undo() if step.has_mask_change else None
+        return self._restore(self._history.undo_with_state())
 
     def redo(self) -> Box | None:
         self._require_volume()
-        if not self._redo:
+        return self._restore(self._history.redo_with_state())
+
+    def _restore(self, step: UndoResult | None) -> Box | None:
+        if step is None:
             return None
-        step = self._redo.pop()
-        self._undo.append(step)
-        self._state = step.after
-        return self._history.redo() if step.has_mask_change else None
+        self._state = step.state
+        return step.box
 
     @property
     def can_undo(self) -> bool:
-        return bool(self._undo)
+        return self._history is not None and self._history.can_undo
 
     @property
     def can_redo(self) -> bool:
-        return bool(self._redo)
+        return self._history is not None and self._history.can_redo
 
     def reset(self) -> Box | None:
         """Forget all clicks and crops and clear the mask (an undoable step)."""
         self._require_volume()
-        before = self._state
-        buffer = self._history.buffer
-        box = Box.from_mask(buffer)
-        changed = None
+        self._history.begin("reset", self._state)
+        box = Box.from_mask(self._history.buffer)
         if box is not None:
-            changed = self._history.commit(np.zeros(box.shape, np.uint8), box, "reset")
+            self._history.commit(np.zeros(box.shape, np.uint8), box)
         self._state = SessionState()
-        self._push(before, changed is not None)
-        return changed
+        return self._history.end(self._state)
 
     # --- crops ------------------------------------------------------------------------------------
     def _grid(self, crop: CropState) -> CropGrid:

@@ -5,12 +5,19 @@ values into the buffer and keeps the old and new contents of the changed box (zl
 uint8 patch: masks compress about 50-500x). Undo and redo write a patch back and return the box
 they changed, so a viewer updates only that box. Nothing else in the buffer is touched, which
 is what keeps a user's own painting safe.
+
+A step may also carry the caller's own state (an immutable snapshot, e.g. a session's prompts)
+from before and after it: :meth:`MaskHistory.begin` takes the state before, :meth:`MaskHistory.end`
+the state after, and :meth:`MaskHistory.undo_with_state` / :meth:`MaskHistory.redo_with_state`
+hand back the state to restore with the box. This makes the history the one undo stack of a
+session, so its prompts and its mask cannot get out of step.
 """
 
 from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +39,8 @@ class _Patch:
 class _Step:
     patches: list[_Patch] = field(default_factory=list)
     label: str = ""
+    state_before: Any = None
+    state_after: Any = None
 
     @property
     def box(self) -> Box | None:
@@ -39,6 +48,15 @@ class _Step:
         for patch in self.patches:
             result = patch.box if result is None else result.union(patch.box)
         return result
+
+
+@dataclass(frozen=True)
+class UndoResult:
+    """What one undo or redo restored: the changed box of the buffer (None when the step
+    changed only the state) and the caller's state to restore (None when the step has none)."""
+
+    box: Box | None
+    state: Any
 
 
 class MaskHistory:
@@ -59,18 +77,28 @@ class MaskHistory:
         self._open: _Step | None = None
 
     # --- recording ------------------------------------------------------------------------
-    def begin(self, label: str = "") -> None:
-        """Group the following commits into one undo step (e.g. a propagation of many slices)."""
-        self.end()
-        self._open = _Step(label=label)
+    def begin(self, label: str = "", state: Any = None) -> None:
+        """Group the following commits into one undo step (e.g. a propagation of many slices).
 
-    def end(self) -> Box | None:
-        """Close the group opened by :meth:`begin`; returns its changed box."""
+        ``state``: the caller's state before the step (any immutable object but None), handed
+        back when the step is undone.
+        """
+        self.end()
+        self._open = _Step(label=label, state_before=state)
+
+    def end(self, state: Any = None) -> Box | None:
+        """Close the group opened by :meth:`begin`; returns its changed box.
+
+        ``state``: the caller's state after the step. A step given one is recorded even if the
+        mask did not change (a click that changed only the prompts is still an undo step);
+        without one the state counts as unchanged and only a mask change is recorded.
+        """
         step, self._open = self._open, None
-        if step is not None and step.patches:
-            self._push(step)
-            return step.box
-        return None
+        if step is None or (state is None and not step.patches):
+            return None
+        step.state_after = step.state_before if state is None else state
+        self._push(step)
+        return step.box
 
     def commit(self, values: np.ndarray, box: Box, label: str = "") -> Box | None:
         """Write ``values`` into ``buffer[box]`` and record the change.
@@ -113,7 +141,18 @@ class MaskHistory:
         return bool(self._redo)
 
     def undo(self) -> Box | None:
-        """Restore the buffer as it was before the last step; None when there is nothing to undo."""
+        """Restore the buffer as it was before the last step; returns the changed box, None when
+        there is nothing to undo or the step changed no voxel."""
+        result = self.undo_with_state()
+        return None if result is None else result.box
+
+    def redo(self) -> Box | None:
+        result = self.redo_with_state()
+        return None if result is None else result.box
+
+    def undo_with_state(self) -> UndoResult | None:
+        """Undo the last step; the result holds the state from before it. None when there is
+        nothing to undo."""
         self.end()
         if not self._undo:
             return None
@@ -121,9 +160,10 @@ class MaskHistory:
         for patch in reversed(step.patches):
             patch.restore(self.buffer, "before")
         self._redo.append(step)
-        return step.box
+        return UndoResult(step.box, step.state_before)
 
-    def redo(self) -> Box | None:
+    def redo_with_state(self) -> UndoResult | None:
+        """Redo the last undone step; the result holds the state from after it."""
         self.end()
         if not self._redo:
             return None
@@ -131,7 +171,7 @@ class MaskHistory:
         for patch in step.patches:
             patch.restore(self.buffer, "after")
         self._undo.append(step)
-        return step.box
+        return UndoResult(step.box, step.state_after)
 
     def clear(self) -> None:
         """Forget all steps (the buffer is left as it is)."""

@@ -16,9 +16,9 @@ nearest other confirmed slice or the volume's end; when two such slices bound on
 takes its half. A direction stops early once the object has been absent on K consecutive
 slices, and the rest of that run is cleared. Masks are written into the caller's buffer slice
 by slice as they come, through :class:`~volsam.sessions.history.MaskHistory`; every prompt,
-propagation and reset is one undo step. :meth:`PropagationSession.cancel` (from the progress callback
-or another thread) stops after the current slice; the slices done so far stay, and the
-outcome says so.
+propagation and reset is one undo step of it, which restores the prompts with the mask.
+:meth:`PropagationSession.cancel` (from the progress callback or another thread) stops after
+the current slice; the slices done so far stay, and the outcome says so.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from ..models.sam2_3dmed.memory import SliceMemory
 from ..models.sam2_3dmed.slicing import SlicePlane, slice_axis_for
 from ..models.sam2_3dmed.tracker import SlicePrompt, SliceTracker, TrackerConfig, VolumeTrackingState
 from ..prompts import box_prompt, point_prompt
-from .history import MaskHistory
+from .history import MaskHistory, UndoResult
 
 if TYPE_CHECKING:
     import torch
@@ -99,13 +99,6 @@ class _Interactions:
     pending: frozenset[int] = frozenset()
 
 
-@dataclass(frozen=True)
-class _UndoRecord:
-    before: _Interactions
-    after: _Interactions
-    has_mask_change: bool
-
-
 class PropagationSession:
     """Interactive SAM2-3dMed segmentation of one volume into a caller-owned buffer."""
 
@@ -118,8 +111,6 @@ class PropagationSession:
         self._state: VolumeTrackingState | None = None
         self._history: MaskHistory | None = None
         self._interactions = _Interactions()
-        self._undo: list[_UndoRecord] = []
-        self._redo: list[_UndoRecord] = []
         self._cancel = threading.Event()
 
     # --- volume and buffer ----------------------------------------------------------------------
@@ -258,14 +249,13 @@ class PropagationSession:
         before = self._interactions
         confirmed = dict(before.confirmed)
         confirmed[slice_index] = _ConfirmedSlice(prompt, result.memory, result.mask_logits)
-        after = _Interactions(confirmed, before.pending | {slice_index})
         # A mask the user drew is written as drawn; SAM2 would return it through its
         # low-resolution logits, which round off thin parts and corners.
         written = prompt.mask if prompt.mask is not None else result.mask
-        values = plane.as_slab(written.astype(np.uint8))
-        changed = history.commit(values, plane.slab_box(slice_index, slice_index + 1), label="prompt")
-        self._record(before, after, changed is not None)
-        return changed
+        history.begin("prompt", before)
+        history.commit(plane.as_slab(written.astype(np.uint8)), plane.slab_box(slice_index, slice_index + 1))
+        self._interactions = _Interactions(confirmed, before.pending | {slice_index})
+        return history.end(self._interactions)  # a step even when no voxel changed
 
     # --- propagation ----------------------------------------------------------------------------
     def propagate(self, progress: ProgressCallback | None = None) -> PropagationOutcome:
@@ -299,7 +289,7 @@ class PropagationSession:
         before = self._interactions
         state.conditioning = {t: c.memory for t, c in before.confirmed.items()}
         done = 0
-        history.begin("propagate")
+        history.begin("propagate", before)
         try:
             for start, direction, stop in runs:
                 last = start
@@ -318,11 +308,11 @@ class PropagationSession:
                     if self._cancel.is_set():
                         return
         finally:
-            step_box = history.end()
-            completed = done == total
-            after = _Interactions(before.confirmed, frozenset() if completed else before.pending)
-            if step_box is not None or after.pending != before.pending:  # no empty undo steps
-                self._record(before, after, step_box is not None)
+            if done == total and before.pending:  # completed: the pending slices are done
+                self._interactions = _Interactions(before.confirmed)
+                history.end(self._interactions)
+            else:  # the prompts stay as they were: a step only if voxels changed
+                history.end()
 
     def _plan(self) -> list[tuple[int, int, int]]:
         """Runs (start, direction, stop) covering the gaps next to pending confirmed slices."""
@@ -355,52 +345,37 @@ class PropagationSession:
     # --- undo, redo, reset ------------------------------------------------------------------------
     def undo(self) -> Box | None:
         """Undo the last prompt, propagation or reset; returns the changed box, or None."""
-        history = self._require_history()
-        if not self._undo:
-            return None
-        record = self._undo.pop()
-        self._redo.append(record)
-        self._interactions = record.before
-        return history.undo() if record.has_mask_change else None
+        return self._restore(self._require_history().undo_with_state())
 
     def redo(self) -> Box | None:
-        history = self._require_history()
-        if not self._redo:
+        return self._restore(self._require_history().redo_with_state())
+
+    def _restore(self, step: UndoResult | None) -> Box | None:
+        if step is None:
             return None
-        record = self._redo.pop()
-        self._undo.append(record)
-        self._interactions = record.after
-        return history.redo() if record.has_mask_change else None
+        self._interactions = step.state
+        return step.box
 
     @property
     def can_undo(self) -> bool:
-        return bool(self._undo)
+        return self._history is not None and self._history.can_undo
 
     @property
     def can_redo(self) -> bool:
-        return bool(self._redo)
+        return self._history is not None and self._history.can_redo
 
     def reset(self) -> Box | None:
         """Forget all prompts and clear the buffer (an undoable step); returns the box cleared."""
         history = self._require_history()
-        before = self._interactions
+        history.begin("reset", self._interactions)
         box = Box.from_mask(history.buffer)
-        changed = history.commit(np.zeros(box.shape, np.uint8), box, "reset") if box is not None else None
-        self._record(before, _Interactions(), changed is not None)
-        return changed
-
-    def _record(self, before: _Interactions, after: _Interactions, has_mask_change: bool) -> None:
-        """Every prompt, propagation and reset is one undo step; those that changed the buffer
-        are also one MaskHistory step, undone with it."""
-        self._interactions = after
-        self._undo.append(_UndoRecord(before, after, has_mask_change))
-        del self._undo[:-self.config.max_undo_steps]
-        self._redo.clear()
+        if box is not None:
+            history.commit(np.zeros(box.shape, np.uint8), box)
+        self._interactions = _Interactions()
+        return history.end(self._interactions)
 
     def _forget_interactions(self) -> None:
         self._interactions = _Interactions()
-        self._undo.clear()
-        self._redo.clear()
         if self._history is not None:
             self._history.clear()
         if self._state is not None:

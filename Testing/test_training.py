@@ -1,0 +1,202 @@
+"""Training on phantoms (CPU, tiny configurations): learning, resume, checks before training,
+samples, the training forward, the official export and the cache."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from volsam.phantoms import PhantomConfig, write_phantom_dataset
+from volsam.training import TrainingConfig, train
+
+#: Small phantoms with one large, bright lesion each: a tiny model learns them within a few
+#: dozen steps.
+SMALL_PHANTOMS = PhantomConfig(size_ijk=(64, 64, 48), spacing_ijk=(2.5, 2.5, 3.0), lesions_per_case=(1, 1),
+                               lesion_diameter_median_mm=35.0, lesion_diameter_range_mm=(20.0, 50.0),
+                               lesion_contrast_hu_range=(100.0, 150.0), hypodense_fraction=0.0, noise_std_hu=5.0)
+CASES = [f"phantom_{i:03d}" for i in range(4)]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Shared CI machines are oversubscribed; one thread per process is faster there."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory):
+    root = tmp_path_factory.mktemp("phantoms") / "data"
+    write_phantom_dataset(root, len(CASES), seed=5, config=SMALL_PHANTOMS)
+    (root / "splits_final.json").write_text(json.dumps([{"train": CASES, "val": CASES}]))
+    return root
+
+
+def _config(data, out, **overrides) -> TrainingConfig:
+    options = dict(model="sam3d-adapter", data=data, label="tumor", out=out, config="tiny", train_encoder=True,
+                   spacing_mm=3.0, augmentation="none", learning_rate=2e-3, workers=0, progress=False, device="cpu")
+    options.update(overrides)
+    return TrainingConfig(**options)
+
+
+def _log(path):
+    with open(path / "log.csv") as handle:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+
+
+def test_short_training_lowers_the_loss_and_raises_validation_dice(phantoms, tmp_path):
+    from volsam.models.sam2_3dmed.checkpoint import load_model
+
+    result = train(_config(phantoms, tmp_path / "run", model="sam2-3dmed", config="tiny-test", epochs=9,
+                           clip_length=4, learning_rate=1e-3, spacing_mm=1.0, augmentation=None))
+    log = _log(tmp_path / "run")
+    assert len(log) == 9 and result.steps_done == 36
+    assert np.mean([r["train_loss"] for r in log[-3:]]) < 0.6 * np.mean([r["train_loss"] for r in log[:3]])
+    assert log[-1]["val_loss"] < 0.5 * log[0]["val_loss"]
+    assert log[-1]["val_dice"] > max(0.6, log[0]["val_dice"] + 0.1)
+    for name in ("last.safetensors", "best.safetensors", "resume.pt", "run.json", "log.csv"):
+        assert (tmp_path / "run" / name).is_file()
+    facts = json.loads((tmp_path / "run" / "run.json").read_text())["facts"]
+    assert facts["preprocessing"] == {"kind": "sam2-3dmed", "window": "soft_tissue"}
+    model = load_model(weights=tmp_path / "run" / "last.safetensors")  # a whole model: no SAM2.1 file needed
+    assert model.image_size == 64
+
+
+def test_resume_continues_the_same_run(phantoms, tmp_path):
+    from safetensors.torch import load_file
+
+    train(_config(phantoms, tmp_path / "straight", epochs=2))
+    train(_config(phantoms, tmp_path / "resumed", epochs=1))
+    with pytest.raises(ValueError, match="already holds a training run; pass --resume"):
+        train(_config(phantoms, tmp_path / "resumed", epochs=2))
+    with pytest.raises(ValueError, match="started with other options"):
+        train(_config(phantoms, tmp_path / "resumed", epochs=2, resume=True, seed=3))
+    train(_config(phantoms, tmp_path / "resumed", epochs=2, resume=True))
+    straight, resumed = _log(tmp_path / "straight"), _log(tmp_path / "resumed")
+    assert [r["step"] for r in resumed] == [4, 8]
+    assert resumed[1]["train_loss"] == pytest.approx(straight[1]["train_loss"], rel=1e-4)
+    a, b = load_file(tmp_path / "straight" / "last.safetensors"), load_file(tmp_path / "resumed" / "last.safetensors")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    with pytest.raises(ValueError, match="holds no run to resume"):
+        train(_config(phantoms, tmp_path / "nothing", epochs=1, resume=True))
+
+
+def _copy_dataset(source, target, cases=CASES):
+    import shutil
+
+    shutil.copytree(source, target)
+    return target
+
+
+def test_bad_input_fails_before_training(phantoms, tmp_path):
+    from volsam.geometry import Volume
+    from volsam.io import read_image, write_mask
+
+    no_json = _copy_dataset(phantoms, tmp_path / "no_json")
+    (no_json / "dataset.json").unlink()
+    with pytest.raises(ValueError, match="has no dataset.json"):
+        train(_config(no_json, tmp_path / "run1", epochs=1))
+
+    absent = _copy_dataset(phantoms, tmp_path / "absent")
+    meta = json.loads((absent / "dataset.json").read_text())
+    meta["labels"]["cyst"] = 3
+    (absent / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"label 3 \(cyst\) does not occur in any of the 4 training case"):
+        train(_config(absent, tmp_path / "run2", label="cyst", epochs=1))
+
+    moved = _copy_dataset(phantoms, tmp_path / "geometry")
+    label = read_image(moved / "labelsTr" / "phantom_002.nii.gz")
+    shifted = Volume.from_spacing(label.array, (2.5, 2.5, 3.5))
+    write_mask(label.array, shifted, moved / "labelsTr" / "phantom_002.nii.gz")
+    with pytest.raises(ValueError, match="case phantom_002: image and label have different geometry"):
+        train(_config(moved, tmp_path / "run3", epochs=1))
+
+    empty = _copy_dataset(phantoms, tmp_path / "empty")
+    (empty / "splits_final.json").write_text(json.dumps([{"train": [], "val": CASES}]))
+    with pytest.raises(ValueError, match="the training set is empty"):
+        train(_config(empty, tmp_path / "run4", epochs=1))
+    for run in ("run1", "run2", "run3", "run4"):
+        assert not (tmp_path / run / "log.csv").exists()
+
+    result = subprocess.run([sys.executable, "-m", "volsam", "train", "--model", "sam3d-adapter", "--config", "tiny",
+                             "--data", str(no_json), "--label", "2", "--out", str(tmp_path / "cli")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith("volsam train: error:") and "dataset.json" in result.stderr
+
+
+def test_option_checks():
+    base = dict(model="sam3d-adapter", data="d", label="2", out="o")
+    with pytest.raises(ValueError, match="needs --sam-checkpoint"):
+        TrainingConfig(**base).validate()
+    with pytest.raises(ValueError, match="--crop applies to sam3d-adapter"):
+        TrainingConfig(**{**base, "model": "sam2-3dmed", "config": "tiny-test"}, crop=64).validate()
+    with pytest.raises(ValueError, match="works on 128\\^3 crops only"):
+        TrainingConfig(**base, sam_checkpoint="sam.pth", crop=64).adapter_model_config()
+    assert TrainingConfig(**base, config="tiny-demo", crop=48).adapter_model_config().crop_size == 48
+    with pytest.raises(ValueError, match="give --epochs or --steps, not both"):
+        TrainingConfig(**base, config="tiny", epochs=1, steps=1).validate()
+
+
+def test_training_forward_equals_the_model_and_samples_fit(phantoms, tmp_path):
+    from volsam.datasets import load_dataset
+    from volsam.models.sam3d_adapter import TINY, build_sam3d_adapter
+    from volsam.training.adapter_task import AdapterTrainingForward
+    from volsam.training.cache import CachedCases, VolumeCache
+    from volsam.training.preprocessing import ADAPTER_PRESETS, AdapterPreprocessing, Sam2Preprocessing
+    from volsam.training.samples import AdapterSampling, ClipSampling, adapter_training_sample, sam2_clip_sample
+
+    torch.manual_seed(0)
+    model = build_sam3d_adapter(TINY).eval()
+    crop = torch.randn(1, 1, 32, 32, 32)
+    points = torch.tensor([[16.0, 10.0, 20.0], [3.0, 4.0, 5.0]])
+    with torch.no_grad():
+        assert torch.allclose(AdapterTrainingForward(model)(crop, points, None), model(crop, points), atol=1e-5)
+
+    dataset = load_dataset(phantoms)
+    cache = VolumeCache(tmp_path / "cache", AdapterPreprocessing(3.0, ADAPTER_PRESETS["ct"]), 2)
+    cases = CachedCases(cache, dataset.training)
+    stamp = [p.stat().st_mtime_ns for p in sorted((tmp_path / "cache").glob("*"))] if cache.prepare(
+        dataset.training, progress=False) else None
+    cache.prepare(dataset.training, progress=False)  # cached: nothing is rebuilt
+    assert stamp == [p.stat().st_mtime_ns for p in sorted((tmp_path / "cache").glob("*"))]
+    for protocol in ("3dsam", "lesion"):
+        sample = adapter_training_sample(cases[0], AdapterSampling(32, "zoom3d", protocol, 0.4),
+                                         np.random.default_rng(1))
+        assert sample["image"].shape == sample["target"].shape == (32, 32, 32)
+        inside = np.all((sample["points_kji"] >= 0) & (sample["points_kji"] < 32))
+        assert inside and np.array_equal(sample["positive"], sample["target"][tuple(sample["points_kji"].T)] > 0)
+
+    sam2_cache = VolumeCache(tmp_path / "cache2", Sam2Preprocessing("soft_tissue"), 2)
+    clip = sam2_clip_sample(sam2_cache.prepare(dataset.training, progress=False)[1], ClipSampling(6),
+                            np.random.default_rng(2))
+    assert clip["images"].shape == clip["masks"].shape == (6, 64, 64)
+    assert 0.0 <= clip["images"].min() and clip["images"].max() <= 1.0
+    x, y = clip["click_xy"].astype(int)
+    assert clip["masks"][0][y, x] == 1 and np.all(np.abs(np.diff(clip["slices"])) == 1)
+
+
+def test_official_export_round_trip(tmp_path):
+    from volsam.models.sam3d_adapter import TINY, build_sam3d_adapter
+    from volsam.models.sam3d_adapter.checkpoints import from_official
+    from volsam.training.export import official_release
+    from volsam.weights.loading import LoadedCheckpoint
+
+    torch.manual_seed(1)
+    model = build_sam3d_adapter(TINY).eval()
+    release = official_release(model, epoch=3, best_val_loss=0.25)
+    assert set(release) == {"epoch", "best_val_loss", "encoder_dict", "decoder_dict", "feature_dict",
+                            "encoder_opt", "feature_opt", "decoder_opt"}
+    assert len(release["feature_dict"]) == 4
+    loaded = from_official(LoadedCheckpoint(tmp_path / "release.pth.tar", "torch", release), config=TINY)
+    crop, points = torch.randn(1, 1, 32, 32, 32), torch.tensor([[16.0, 16.0, 16.0]])
+    with torch.no_grad():
+        assert torch.allclose(loaded(crop, points), model(crop, points), atol=1e-6)

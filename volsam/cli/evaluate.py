@@ -1,0 +1,58 @@
+"""``volsam evaluate``: Dice / NSD / IoU / HD95 of a model on a labelled dataset, per click count."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "evaluate", help="score a model on a labelled dataset (per-case CSV and Markdown summary)",
+        description="Simulate clicks on every case of a split, segment with the model and score Dice, NSD (5 mm), "
+                    "IoU and HD95 on the original grid. Writes cases.csv, summary.md and summary.json to --out.")
+    parser.add_argument("--model", required=True, choices=("sam3d-adapter", "sam2-3dmed"))
+    parser.add_argument("--weights", help="'demo', a volsam checkpoint, or (sam3d-adapter) a released .pth.tar")
+    parser.add_argument("--data", required=True, type=Path, help="dataset folder (nnU-Net v2 / MSD layout)")
+    parser.add_argument("--label", help="target label value or name (default: the label the weights were trained on)")
+    parser.add_argument("--split", default="test", choices=("train", "val", "test", "all"),
+                        help="cases to evaluate (default: test; all = every labelled training case)")
+    parser.add_argument("--splits", type=Path, help="splits file (default: splits_final.json or splits.json in --data)")
+    parser.add_argument("--fold", type=int, default=0)
+    parser.add_argument("--clicks", default="1", help="click counts: K (1..K), A..B, or a list 1,3,5 (default 1)")
+    parser.add_argument("--protocol", default="random", choices=("random", "iterative", "center"),
+                        help="random: N random foreground clicks with a fixed seed (3DSAM-adapter's test); iterative: "
+                             "each click at the centre of the largest error region; center: each lesion on its own, "
+                             "first click at its centre, scored against that lesion (by-size breakdown)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random protocol (default 0)")
+    parser.add_argument("--max-cases", type=int, help="evaluate at most this many cases")
+    parser.add_argument("--out", required=True, type=Path, help="output folder")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    parser.add_argument("--sam-checkpoint", type=Path, help="SAM ViT-B checkpoint, for adapter checkpoints saved "
+                                                            "without SAM's frozen tensors")
+    parser.add_argument("--sam2-checkpoint", type=Path, help="official SAM2.1 checkpoint (frozen image encoder)")
+    parser.add_argument("--preset", help="sam3d-adapter intensity preset (default: the checkpoint's, else ct)")
+    parser.add_argument("--axis", default="axial", choices=("axial", "coronal", "sagittal"),
+                        help="sam2-3dmed slice direction (default: axial)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..evaluation import EvaluationConfig, PredictorOptions, evaluate, parse_click_counts
+
+    counts = parse_click_counts(args.clicks)
+    config = EvaluationConfig(
+        predictor=PredictorOptions(model=args.model, weights=args.weights, sam_checkpoint=args.sam_checkpoint,
+                                   sam2_checkpoint=args.sam2_checkpoint, device=args.device, preset=args.preset,
+                                   axis=args.axis),
+        data=args.data, out=args.out, label=args.label, split=args.split, fold=args.fold, split_file=args.splits,
+        click_counts=counts, protocol=args.protocol, seed=args.seed, max_cases=args.max_cases,
+        progress=args.progress)
+    result = evaluate(config)
+    for count, stats in result.summary.by_clicks.items():
+        dice = stats["dice"]
+        print(f"{count} click(s): Dice {dice.mean:.4f} ± {dice.std:.4f} over {dice.count + dice.excluded} "
+              f"{'lesions' if args.protocol == 'center' else 'cases'}", file=sys.stderr)
+    print(f"wrote {result.out / 'cases.csv'} and {result.out / 'summary.md'}", file=sys.stderr)
+    return 0

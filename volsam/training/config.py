@@ -1,0 +1,195 @@
+"""What a training run is, as one dataclass, and the model configurations it can start from.
+
+Model configurations by name:
+
+* 3DSAM-adapter: ``vit_b`` (the paper's model, initialised from SAM ViT-B), ``tiny`` (the
+  package's structural test model, crop 32) and ``tiny-demo`` (the demo model: crop 64, four
+  blocks of width 64, labelled clicks), both trained from scratch.
+* SAM2-3dMed: the SAM2.1 sizes ``tiny``, ``small``, ``base_plus``, ``large`` (the frozen image
+  encoder comes from an official SAM2.1 checkpoint), ``tiny-test`` (a test network at 64 px) and
+  ``tiny-demo`` (the demo network at 192 px), trained from scratch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+MODELS = ("sam3d-adapter", "sam2-3dmed")
+
+#: Spec section 9: 500 epochs. SAM2-3dMed's paper gives no figure; this project trains 100.
+DEFAULT_EPOCHS = {"sam3d-adapter": 500, "sam2-3dmed": 100}
+ADAPTER_LEARNING_RATE = 4e-4  # spec section 9, all three optimizers
+SAM2_LEARNING_RATE = 1e-4  # spec D7: trained SAM2 parts
+SAM2_HEAD_LEARNING_RATE = 1e-3  # spec D7: the new heads (SRPP, BD)
+
+
+def adapter_configs() -> dict:
+    from ..models.sam3d_adapter.config import (CONFIGS, ImageEncoderConfig, MaskDecoderConfig, PromptEncoderConfig,
+                                               Sam3DAdapterConfig)
+
+    demo = Sam3DAdapterConfig(
+        name="tiny-demo",
+        image_encoder=ImageEncoderConfig(
+            crop_size=64, embed_dim=64, depth=4, num_heads=4, window_size=4, pos_embed_size=32,
+            window_rel_pos_length=7, global_rel_pos_length=15, global_attn_indexes=(1, 3),
+            neck_taps=(0, 1, 2, 3), out_chans=48, adapter_dim=24),
+        # Labelled clicks: the demo model learns to segment the clicked lesion, not its neighbours.
+        prompt_encoder=PromptEncoderConfig(embed_dim=48, num_heads=4, mlp_dim=192, num_pos_feats=16,
+                                           point_label_embedding=True),
+        # 32 decoder channels, not fewer: the bias-free decoder says "lesion" by switching every
+        # channel off (probability exactly 0.5), and with 16 channels it stalls there.
+        mask_decoder=MaskDecoderConfig(in_chans=48, head_chans=32),
+    ).validate()
+    return {**CONFIGS, "tiny-demo": demo}
+
+
+def sam2_configs() -> dict:
+    from ..models.sam2_3dmed.config import SAM2_VARIANTS, SAM2Architecture, SAM2ThreeDMedConfig, SRPPConfig, \
+        tiny_test_config
+
+    configs = {name: SAM2ThreeDMedConfig(SAM2Architecture(variant=name, image_size=512)) for name in SAM2_VARIANTS}
+    configs["tiny-test"] = tiny_test_config(image_size=64)
+    configs["tiny-demo"] = SAM2ThreeDMedConfig(
+        architecture=SAM2Architecture(
+            variant="tiny", image_size=192, trunk_embed_dim=16, trunk_num_heads=1, trunk_stages=(1, 1, 2, 1),
+            trunk_global_att_blocks=(3,), hidden_dim=64, memory_dim=32, memory_attention_layers=1,
+            memory_attention_feedforward=128),
+        srpp=SRPPConfig(dim=32, layers=1, heads=2, mlp_hidden=32))
+    return configs
+
+
+#: Configurations that are trained from scratch (no pretrained checkpoint exists for them).
+FROM_SCRATCH = {"sam3d-adapter": ("tiny", "tiny-demo"), "sam2-3dmed": ("tiny-test", "tiny-demo")}
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """One training run (``volsam train`` options; see its ``--help`` for each field)."""
+
+    model: str
+    data: Path
+    label: str
+    out: Path
+    config: str | None = None  # model configuration name; default vit_b / tiny
+    sam_checkpoint: Path | None = None
+    sam2_checkpoint: Path | None = None
+    epochs: int | None = None
+    steps: int | None = None
+    crop: int | None = None
+    batch_size: int = 1
+    amp: bool = False
+    grad_checkpoint: bool = False
+    resume: bool = False
+    train_encoder: bool = False
+    split_file: Path | None = None
+    fold: int = 0
+    spacing_mm: float = 1.0
+    preset: str = "auto"
+    augmentation: str | None = None  # zoom3d / inplane / none; default from the preset
+    click_protocol: str = "3dsam"
+    clip_length: int = 8
+    window: str | None = None  # SAM2 intensity window; default from the modality
+    learning_rate: float | None = None
+    seed: int = 0
+    workers: int = 1
+    device: str = "auto"
+    cache_dir: Path | None = None
+    max_validation_cases: int | None = None
+    export_official: bool = False
+    progress: bool = True
+    command: str = ""  # the command line, recorded in checkpoints
+
+    def __post_init__(self):
+        for name in ("data", "out", "sam_checkpoint", "sam2_checkpoint", "split_file", "cache_dir"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Path):
+                object.__setattr__(self, name, Path(value))
+
+    def validate(self) -> "TrainingConfig":
+        """Option checks that need no data; one clear ValueError each."""
+        if self.model not in MODELS:
+            raise ValueError(f"--model must be one of {', '.join(MODELS)}, got {self.model!r}")
+        if self.epochs is not None and self.steps is not None:
+            raise ValueError("give --epochs or --steps, not both")
+        for name in ("epochs", "steps", "batch_size", "clip_length"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"--{name.replace('_', '-')} must be a whole number >= 1, got {value!r}")
+        if self.workers < 0:
+            raise ValueError(f"--workers must be >= 0, got {self.workers}")
+        if not (math.isfinite(self.spacing_mm) and self.spacing_mm > 0):
+            raise ValueError(f"--spacing must be a positive number of mm, got {self.spacing_mm}")
+        if self.learning_rate is not None and not self.learning_rate > 0:
+            raise ValueError(f"--lr must be positive, got {self.learning_rate}")
+        names = self.model_config_names()
+        if self.config_name not in names:
+            raise ValueError(f"--config {self.config_name!r} is not a {self.model} configuration; expected one of "
+                             f"{', '.join(names)}")
+        if self.model == "sam3d-adapter":
+            if self.sam2_checkpoint is not None:
+                raise ValueError("--sam2-checkpoint belongs to --model sam2-3dmed; sam3d-adapter starts from "
+                                 "--sam-checkpoint (SAM ViT-B)")
+            if self.config_name == "vit_b" and self.sam_checkpoint is None and not self.train_encoder:
+                raise ValueError("fine-tuning the vit_b 3DSAM-adapter needs --sam-checkpoint sam_vit_b_01ec64.pth "
+                                 "(its frozen encoder); for a model from scratch pick --config tiny-demo")
+            if self.sam_checkpoint is not None and self.config_name != "vit_b":
+                raise ValueError(f"--sam-checkpoint initialises the vit_b configuration only, not {self.config_name!r}")
+            if self.click_protocol not in ("3dsam", "lesion"):
+                raise ValueError(f"--clicks must be 3dsam or lesion, got {self.click_protocol!r}")
+        else:
+            if self.sam_checkpoint is not None:
+                raise ValueError("--sam-checkpoint belongs to --model sam3d-adapter; sam2-3dmed starts from "
+                                 "--sam2-checkpoint (SAM2.1)")
+            if self.crop is not None:
+                raise ValueError("--crop applies to sam3d-adapter; sam2-3dmed trains on whole slices at its "
+                                 "configuration's image size (--clip-length sets the slices per clip)")
+            scratch = self.config_name in FROM_SCRATCH["sam2-3dmed"]
+            if not scratch and self.sam2_checkpoint is None and not self.train_encoder:
+                raise ValueError(f"fine-tuning SAM2-3dMed {self.config_name} needs --sam2-checkpoint "
+                                 f"(the official SAM2.1 checkpoint of that size, for the frozen image encoder); for "
+                                 "a model from scratch pick --config tiny-demo")
+            if scratch and self.sam2_checkpoint is not None:
+                raise ValueError(f"--config {self.config_name} is trained from scratch; --sam2-checkpoint fits the "
+                                 "SAM2.1 sizes only")
+        return self
+
+    @property
+    def config_name(self) -> str:
+        if self.config is not None:
+            return self.config
+        return "vit_b" if self.model == "sam3d-adapter" else "tiny"
+
+    def model_config_names(self) -> tuple[str, ...]:
+        if self.model == "sam3d-adapter":
+            return ("vit_b", "tiny", "tiny-demo")
+        return ("tiny", "small", "base_plus", "large", "tiny-test", "tiny-demo")
+
+    def adapter_model_config(self):
+        """The 3DSAM-adapter configuration, with ``--crop`` applied to from-scratch configs."""
+        config = adapter_configs()[self.config_name]
+        crop = self.crop
+        if crop is None or crop == config.crop_size:
+            return config
+        if self.config_name not in FROM_SCRATCH["sam3d-adapter"]:
+            raise ValueError(f"--crop {crop}: the {self.config_name} configuration works on {config.crop_size}^3 crops "
+                             "only (its position tables come from SAM); crops of other sizes need a configuration "
+                             "trained from scratch")
+        encoder = config.image_encoder
+        grid = crop * encoder.upsample_factor // encoder.patch_size
+        if crop * encoder.upsample_factor % encoder.patch_size or grid % encoder.window_size:
+            raise ValueError(f"--crop {crop} does not fit {self.config_name}: it must be a multiple of "
+                             f"{encoder.patch_size * encoder.window_size // encoder.upsample_factor}")
+        image_encoder = dataclasses.replace(encoder, crop_size=crop, pos_embed_size=2 * grid)
+        return dataclasses.replace(config, image_encoder=image_encoder).validate()
+
+    def sam2_model_config(self):
+        return sam2_configs()[self.config_name]
+
+    @property
+    def run_epochs(self) -> int | None:
+        if self.steps is not None:
+            return None
+        return self.epochs if self.epochs is not None else DEFAULT_EPOCHS[self.model]

@@ -1,0 +1,239 @@
+"""Training and validation samples drawn from cached volumes.
+
+3DSAM-adapter crops (spec section 8) are drawn as one resampling per sample instead of
+transforming the whole volume first: pick the crop's centre voxel (foreground with
+probability 2/3, else background, inside the body's bounding box), shift it by a random
+offset of at most (round(1.2 c) - c) / 2 voxels (the official 1.2 c crop followed by a
+random c sub-crop), resample the c^3 crop around it through the random zoom / rotation with
+``scipy.ndimage.affine_transform`` (linear; the label linearly too, then > 0.5), and apply the
+random flips and quarter turns to the crop array. Zooming about the chosen voxel instead of
+the volume centre gives the same distribution of crops away from the volume border, and only
+the crop is ever resampled, so a sample costs milliseconds however large the volume.
+Everything outside the volume and outside the body's bounding box is 0 (the dataset mean in
+z-score units), as the official padding is.
+
+SAM2-3dMed clips (spec D7): ``clip_length`` consecutive slices, starting at a prompted slice
+that shows the object and running up or down the volume (either direction, so propagation is
+learnt both ways). The object is the connected lesion holding the prompt; its masks on the
+clip's slices are the targets. The prompt is the centre click of the object on the first slice
+or, with probability ``mask_prompt_probability``, its ground-truth mask there.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from ..clicks import (adapter_training_clicks, adapter_validation_clicks, component_at, connected_regions,
+                      lesion_training_clicks, region_center)
+from .cache import CachedCase
+
+CLICK_PROTOCOLS = ("3dsam", "lesion")
+
+
+@dataclass(frozen=True)
+class AdapterSampling:
+    """How adapter crops and their clicks are drawn.
+
+    ``intensity_shift``: largest random shift in z-score units (the official 20 HU / std).
+    ``click_protocol``: "3dsam" (spec section 9, all foreground of the crop is the target) or
+    "lesion" (the connected lesion at the crop's centre is the target, labelled positive and
+    negative clicks; crops are always centred on a lesion).
+    """
+
+    crop_size: int
+    augmentation: str = "zoom3d"
+    click_protocol: str = "3dsam"
+    intensity_shift: float = 0.0
+    foreground_probability: float = 2.0 / 3.0
+    crop_margin_factor: float = 1.2
+
+    def __post_init__(self):
+        if self.augmentation not in ("zoom3d", "inplane", "none"):
+            raise ValueError(f"augmentation must be zoom3d, inplane or none, got {self.augmentation!r}")
+        if self.click_protocol not in CLICK_PROTOCOLS:
+            raise ValueError(f"click protocol must be one of {', '.join(CLICK_PROTOCOLS)}, got {self.click_protocol!r}")
+        if self.crop_size < 8:
+            raise ValueError(f"crop size must be at least 8 voxels, got {self.crop_size}")
+
+    @property
+    def max_offset(self) -> int:
+        return (int(round(self.crop_margin_factor * self.crop_size)) - self.crop_size) // 2
+
+
+def _random_linear_map(augmentation: str, rng: np.random.Generator) -> np.ndarray:
+    """Output-to-input 3x3 map in (k, j, i) = (D, H, W) voxel units for one random draw."""
+    matrix = np.eye(3)
+    if augmentation == "zoom3d":
+        if rng.random() < 0.8:
+            matrix = matrix / rng.uniform(0.85, 1.25)
+    elif augmentation == "inplane":
+        if rng.random() < 0.3:  # rotation about D, in the H-W plane
+            angle = rng.uniform(-math.pi / 6, math.pi / 6)
+            c, s = math.cos(angle), math.sin(angle)
+            matrix = np.array([[1, 0, 0], [0, c, -s], [0, s, c]]) @ matrix
+        if rng.random() < 0.3:
+            matrix = matrix @ np.diag([1.0, 1 / rng.uniform(0.9, 1.1), 1 / rng.uniform(0.9, 1.1)])
+    return matrix
+
+
+def _resample_crop(array: np.ndarray, center: np.ndarray, linear: np.ndarray, size: int,
+                   box_start: np.ndarray, box_stop: np.ndarray, order: int = 1) -> np.ndarray:
+    """A size^3 crop whose voxel (size//2,)*3 samples ``array`` at ``center`` through ``linear``;
+    zero outside ``[box_start, box_stop)``."""
+    half = size // 2
+    identity = np.allclose(linear, np.eye(3))
+    if identity:
+        start = np.round(center).astype(np.int64) - half
+        out = np.zeros((size,) * 3, np.float32)
+        low, high = np.maximum(start, box_start), np.minimum(start + size, box_stop)
+        if np.all(high > low):
+            src = tuple(slice(a, b) for a, b in zip(low, high))
+            dst = tuple(slice(a - s, b - s) for a, b, s in zip(low, high, start))
+            out[dst] = array[src]
+        return out
+    corners = np.array(np.meshgrid(*[[-half, size - 1 - half]] * 3, indexing="ij")).reshape(3, -1)
+    reach = linear @ corners + center[:, None]
+    low = np.maximum(np.floor(reach.min(axis=1)).astype(np.int64) - 1, box_start)
+    high = np.minimum(np.ceil(reach.max(axis=1)).astype(np.int64) + 2, box_stop)
+    if np.any(high <= low):
+        return np.zeros((size,) * 3, np.float32)
+    block = np.asarray(array[tuple(slice(a, b) for a, b in zip(low, high))], dtype=np.float32)
+    offset = center - linear @ np.full(3, half) - low
+    # Pad by one zero voxel so that interpolation fades to 0 at the box edge, as padding does.
+    block = np.pad(block, 1)
+    return ndimage.affine_transform(block, linear, offset + 1, output_shape=(size,) * 3, order=order,
+                                    mode="constant", cval=0.0, prefilter=False)
+
+
+def _flips_and_turns(arrays: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+    for axis in range(3):
+        if rng.random() < 0.5:
+            arrays = [np.flip(a, axis) for a in arrays]
+    if rng.random() < 0.5:
+        turns = int(rng.integers(1, 4))
+        arrays = [np.rot90(a, turns, axes=(0, 1)) for a in arrays]  # the (D, H) plane
+    return [np.ascontiguousarray(a) for a in arrays]
+
+
+def adapter_training_sample(case: CachedCase, sampling: AdapterSampling,
+                            rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """One augmented crop: image (c, c, c) float32, target (c, c, c) uint8, clicks (N, 3)
+    (k, j, i) in the crop and their labels (N,) bool."""
+    box_start, box_stop = (np.asarray(v) for v in case.body_box)
+    # Lesion-wise crops are always centred on a lesion, as inference centres its crop on a click.
+    foreground = 1.0 if sampling.click_protocol == "lesion" else sampling.foreground_probability
+    center = _pick_center(case, rng, foreground, box_start, box_stop)
+    center = center + rng.integers(-sampling.max_offset, sampling.max_offset + 1, size=3)
+    linear = _random_linear_map(sampling.augmentation, rng)
+    image = _resample_crop(case.image, center.astype(float), linear, sampling.crop_size, box_start, box_stop)
+    label = _resample_crop(case.label, center.astype(float), linear, sampling.crop_size, box_start, box_stop) > 0.5
+    image, label = _flips_and_turns([image, label], rng)
+    if sampling.intensity_shift > 0 and rng.random() < 0.5:
+        image = image + np.float32(rng.uniform(-sampling.intensity_shift, sampling.intensity_shift))
+    return _with_clicks(image, label, sampling.click_protocol, rng, training=True)
+
+
+def adapter_validation_sample(case: CachedCase, sampling: AdapterSampling,
+                              rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """The official validation crop: centred on a foreground voxel (the volume centre without
+    foreground), no augmentation, zero outside the volume."""
+    shape = np.array(case.image.shape)
+    center = _pick_center(case, rng, 1.0, np.zeros(3, np.int64), shape)
+    image = _resample_crop(case.image, center.astype(float), np.eye(3), sampling.crop_size, np.zeros(3, np.int64), shape)
+    label = _resample_crop(case.label, center.astype(float), np.eye(3), sampling.crop_size,
+                           np.zeros(3, np.int64), shape) > 0.5
+    return _with_clicks(image, label, sampling.click_protocol, rng, training=False)
+
+
+def _pick_center(case: CachedCase, rng: np.random.Generator, foreground_probability: float,
+                 box_start: np.ndarray, box_stop: np.ndarray) -> np.ndarray:
+    label = case.label
+    if case.has_foreground and rng.random() < foreground_probability:
+        return np.array(np.unravel_index(int(case.foreground[rng.integers(case.foreground.size)]), label.shape))
+    # Background: rejection sampling inside the body box (tumours are a small part of it).
+    for _ in range(100):
+        candidate = np.array([rng.integers(a, b) for a, b in zip(box_start, box_stop)])
+        if not label[tuple(candidate)]:
+            return candidate
+    return np.array([rng.integers(a, b) for a, b in zip(box_start, box_stop)])
+
+
+def _with_clicks(image: np.ndarray, label: np.ndarray, protocol: str, rng: np.random.Generator,
+                 training: bool) -> dict[str, np.ndarray]:
+    if protocol == "3dsam":
+        clicks = adapter_training_clicks(label, rng) if training else adapter_validation_clicks(label, rng)
+        target = label
+    elif training:
+        # The lesion at the crop's centre is the target, as inference centres the crop on the click.
+        clicks, target = lesion_training_clicks(label, rng, near_kji=[s // 2 for s in label.shape])
+    else:  # lesion validation: one click at the centre of the lesion nearest the crop's centre
+        labels, count = connected_regions(label)
+        if count:
+            voxels = np.argwhere(labels > 0)
+            nearest = voxels[int(np.argmin(np.sum((voxels - np.array(label.shape) // 2) ** 2, axis=1)))]
+            target = labels == labels[tuple(nearest)]
+            points = np.array([region_center(target)], np.int64)
+            positive = np.ones(1, bool)
+        else:
+            target = label
+            points = np.array([[s // 2 for s in label.shape]], np.int64)
+            positive = np.zeros(1, bool)
+        return {"image": image.astype(np.float32), "target": target.astype(np.uint8),
+                "points_kji": points, "positive": positive}
+    return {"image": image.astype(np.float32), "target": target.astype(np.uint8),
+            "points_kji": clicks.points_kji, "positive": clicks.positive}
+
+
+# --- SAM2-3dMed clips ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ClipSampling:
+    clip_length: int = 8
+    mask_prompt_probability: float = 0.5
+
+    def __post_init__(self):
+        if self.clip_length < 2:
+            raise ValueError(f"clip length must be at least 2 slices, got {self.clip_length}")
+
+
+def sam2_clip_sample(case: CachedCase, sampling: ClipSampling, rng: np.random.Generator,
+                     prompt_voxel: np.ndarray | None = None, direction: int | None = None,
+                     mask_prompt: bool | None = None) -> dict:
+    """One clip along the k axis: slices (D, rows, cols) of the [0, 1] image, the object's masks
+    (D, rows, cols), the slice indices, and the prompt on the first slice (a centre click
+    (x, y) = (column, row), or the object's mask there).
+
+    The prompt slice and object are random unless ``prompt_voxel`` is given; ``direction``
+    +1 runs up the k axis, -1 down.
+    """
+    depth = case.label.shape[0]
+    if prompt_voxel is None:
+        if not case.has_foreground:
+            raise ValueError(f"case {case.case_id} has no foreground to prompt")
+        prompt_voxel = np.array(np.unravel_index(int(case.foreground[rng.integers(case.foreground.size)]),
+                                                 case.label.shape))
+    first = int(prompt_voxel[0])
+    length = min(sampling.clip_length, depth)
+    if direction is None:
+        direction = 1 if rng.random() < 0.5 else -1
+    # Keep the whole clip inside the volume: turn round where the chosen direction runs out.
+    if direction > 0 and first + length > depth:
+        direction = -1
+    elif direction < 0 and first - length + 1 < 0:
+        direction = 1
+    slices = np.array([first + direction * t for t in range(length)])
+    slices = slices[(slices >= 0) & (slices < depth)]
+    # The object is the lesion holding the prompt, traced within the clip's slab only (labelling
+    # the whole volume for every clip would cost more than the clip).
+    low, high = int(slices.min()), int(slices.max()) + 1
+    slab = np.asarray(case.label[low:high]) > 0
+    obj = component_at(slab, (first - low, int(prompt_voxel[1]), int(prompt_voxel[2])))
+    masks = np.stack([obj[s - low] for s in slices]).astype(np.uint8)
+    images = np.stack([np.asarray(case.image[s], np.float32) for s in slices])
+    use_mask = (rng.random() < sampling.mask_prompt_probability) if mask_prompt is None else mask_prompt
+    click_jk = region_center(masks[0])  # centre of the object on the prompt slice
+    return {"images": images, "masks": masks, "slices": slices, "direction": int(direction),
+            "mask_prompt": bool(use_mask), "click_xy": np.array([click_jk[1], click_jk[0]], np.float64)}

@@ -1,0 +1,93 @@
+"""What the training loop needs from a model: the shared interface of both training tasks."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class OptimizerGroup:
+    """Parameters stepped by one optimizer, at ``learning_rate`` times the schedule's factor."""
+
+    name: str
+    parameters: list
+    learning_rate: float
+    weight_decay: float = 0.0
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    loss: float  # mean validation loss; the lowest gives the best checkpoint
+    dice: float  # mean hard Dice of the validation predictions
+
+
+class TrainingTask(ABC):
+    """One model's training: samples, the forward pass that gives the loss, optimizers,
+    validation and checkpoints. The loop (:mod:`.loop`) owns everything else."""
+
+    #: the model as saved (not wrapped)
+    model = None
+    #: the module whose forward returns the loss (wrapped by DistributedDataParallel)
+    training_module = None
+    #: optimizer steps share one learning-rate schedule per task: "epoch_linear" or "step_cosine"
+    schedule = "epoch_linear"
+
+    @abstractmethod
+    def optimizer_groups(self) -> list[OptimizerGroup]:
+        """One AdamW optimizer per group."""
+
+    @abstractmethod
+    def clip_groups(self) -> list[list]:
+        """Parameter lists whose gradient norm is clipped to 1.0 separately."""
+
+    @abstractmethod
+    def training_sample(self, case_index: int, rng: np.random.Generator) -> dict:
+        """A training sample of case ``case_index`` (numpy arrays; runs in loader workers)."""
+
+    @property
+    @abstractmethod
+    def training_items(self) -> int:
+        """How many items one epoch draws a sample from (one per training case)."""
+
+    @abstractmethod
+    def loss(self, module, sample: dict, device) -> tuple:
+        """(total loss tensor, {name: float}) for one sample, through ``module``'s forward."""
+
+    @abstractmethod
+    def validate(self, device, progress: bool) -> ValidationResult:
+        """Validation on the fixed validation samples, without gradients."""
+
+    @abstractmethod
+    def save(self, path: Path, provenance: dict) -> Path:
+        """Write the model in this project's checkpoint format."""
+
+    @abstractmethod
+    def load_weights(self, path: Path) -> None:
+        """Load the model's weights from a checkpoint written by :meth:`save` (for resume)."""
+
+    def enable_activation_checkpointing(self) -> None:
+        """Recompute activations in backward for the memory-heavy blocks."""
+
+    def after_training(self, out: Path) -> None:
+        """Anything a task writes once training is over (e.g. an export)."""
+
+
+def checkpoint_forward(modules) -> None:
+    """Make each module recompute its activations in backward (activation checkpointing).
+
+    The wrapper replaces the instance's ``forward`` (not the module), so state-dict keys stay
+    those of the model's own files.
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    for module in modules:
+        original = module.forward
+
+        def forward(*args, _original=original, **kwargs):
+            return checkpoint(_original, *args, use_reentrant=False, **kwargs)
+
+        module.forward = forward

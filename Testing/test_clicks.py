@@ -8,8 +8,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
-from volsam.clicks import (adapter_training_clicks, adapter_validation_clicks, component_at, lesion_training_clicks,
-                           lesions_of, next_iterative_click, random_foreground_points, region_center)
+from volsam.clicks import (
+    adapter_training_clicks,
+    adapter_validation_clicks,
+    component_at,
+    lesion_training_clicks,
+    lesions_of,
+    next_iterative_click,
+    random_foreground_points,
+    region_center,
+)
 
 
 def _two_lesions():

@@ -8,7 +8,12 @@ import shutil
 import numpy as np
 import pytest
 
-from volsam.datasets import automatic_split, check_cases, check_same_geometry, load_dataset
+from volsam.datasets import (
+    automatic_split,
+    check_cases,
+    check_same_geometry,
+    load_dataset,
+)
 from volsam.geometry import Volume
 from volsam.io import write_image, write_mask
 

@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 
 from volsam.clicks import component_at
-from volsam.evaluation import EvaluationConfig, PredictorOptions, evaluate_with, parse_click_counts
+from volsam.evaluation import (
+    EvaluationConfig,
+    PredictorOptions,
+    evaluate_with,
+    parse_click_counts,
+)
 from volsam.evaluation.protocols import evaluate_case, size_group
 from volsam.geometry import Volume
 from volsam.io import write_image, write_mask

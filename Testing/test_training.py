@@ -41,10 +41,10 @@ def phantoms(tmp_path_factory):
 
 
 def _config(data, out, **overrides) -> TrainingConfig:
-    options = dict(model="sam3d-adapter", data=data, label="tumor", out=out, config="tiny", train_encoder=True,
-                   spacing_mm=3.0, augmentation="none", learning_rate=2e-3, workers=0, progress=False, device="cpu")
-    options.update(overrides)
-    return TrainingConfig(**options)
+    options = {"model": "sam3d-adapter", "data": data, "label": "tumor", "out": out, "config": "tiny",
+               "train_encoder": True, "spacing_mm": 3.0, "augmentation": "none", "learning_rate": 2e-3, "workers": 0,
+               "progress": False, "device": "cpu"}
+    return TrainingConfig(**{**options, **overrides})
 
 
 def _log(path):
@@ -128,13 +128,13 @@ def test_bad_input_fails_before_training(phantoms, tmp_path):
 
     result = subprocess.run([sys.executable, "-m", "volsam", "train", "--model", "sam3d-adapter", "--config", "tiny",
                              "--data", str(no_json), "--label", "2", "--out", str(tmp_path / "cli")],
-                            capture_output=True, text=True, timeout=120)
+                            check=False, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert result.stderr.startswith("volsam train: error:") and "dataset.json" in result.stderr
 
 
 def test_option_checks():
-    base = dict(model="sam3d-adapter", data="d", label="2", out="o")
+    base = {"model": "sam3d-adapter", "data": "d", "label": "2", "out": "o"}
     with pytest.raises(ValueError, match="needs --sam-checkpoint"):
         TrainingConfig(**base).validate()
     with pytest.raises(ValueError, match="--crop applies to sam3d-adapter"):
@@ -151,8 +151,17 @@ def test_training_forward_equals_the_model_and_samples_fit(phantoms, tmp_path):
     from volsam.models.sam3d_adapter import TINY, build_sam3d_adapter
     from volsam.training.adapter_task import AdapterTrainingForward
     from volsam.training.cache import CachedCases, VolumeCache
-    from volsam.training.preprocessing import ADAPTER_PRESETS, AdapterPreprocessing, Sam2Preprocessing
-    from volsam.training.samples import AdapterSampling, ClipSampling, adapter_training_sample, sam2_clip_sample
+    from volsam.training.preprocessing import (
+        ADAPTER_PRESETS,
+        AdapterPreprocessing,
+        Sam2Preprocessing,
+    )
+    from volsam.training.samples import (
+        AdapterSampling,
+        ClipSampling,
+        adapter_training_sample,
+        sam2_clip_sample,
+    )
 
     torch.manual_seed(0)
     model = build_sam3d_adapter(TINY).eval()

@@ -24,7 +24,7 @@ def test_two_process_torchrun_training(tmp_path):
                "-m", "volsam", "train", "--model", "sam3d-adapter", "--config", "tiny", "--train-encoder",
                "--data", str(data), "--label", "tumor", "--out", str(out), "--spacing", "3", "--epochs", "2",
                "--workers", "0", "--device", "cpu", "--no-progress"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment)
+    result = subprocess.run(command, check=False, capture_output=True, text=True, timeout=300, env=environment)
     assert result.returncode == 0, result.stderr[-3000:]
     with open(out / "log.csv") as handle:
         rows = list(csv.DictReader(handle))

@@ -40,7 +40,6 @@ def _median_seconds(function, repeats: int) -> float:
 
 
 def loading_versus_step(cases: int, repeats: int, threads: int) -> list[dict]:
-    import numpy as np
     import torch
 
     from volsam.datasets import load_dataset
@@ -48,7 +47,11 @@ def loading_versus_step(cases: int, repeats: int, threads: int) -> list[dict]:
     from volsam.training.adapter_task import AdapterTask
     from volsam.training.cache import CachedCases, VolumeCache
     from volsam.training.config import TrainingConfig
-    from volsam.training.preprocessing import ADAPTER_PRESETS, AdapterPreprocessing, Sam2Preprocessing
+    from volsam.training.preprocessing import (
+        ADAPTER_PRESETS,
+        AdapterPreprocessing,
+        Sam2Preprocessing,
+    )
     from volsam.training.sam2_task import Sam2Task
     from volsam.training.samples import AdapterSampling, ClipSampling
 
@@ -74,24 +77,32 @@ def loading_versus_step(cases: int, repeats: int, threads: int) -> list[dict]:
                 task = AdapterTask(config, cached, cached, sampling, device)
             else:
                 task = Sam2Task(config, cached, cached, ClipSampling(8), device)
-            rng = np.random.default_rng(0)
-            items = task.training_items
-            load = _median_seconds(lambda: task.training_sample(int(rng.integers(items)), rng), repeats * 3)
-            optimizer = torch.optim.AdamW([p for p in task.model.parameters() if p.requires_grad], lr=1e-4)
-            samples = [task.training_sample(i % items, np.random.default_rng(i)) for i in range(repeats + 1)]
-
-            def step(queue=iter(samples)):
-                loss, _ = task.loss(task.training_module, next(queue), device)
-                loss.backward()
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-
-            step()  # warm-up: kernel selection and allocator
-            compute = _median_seconds(step, repeats)
+            load, compute = _timings(task, device, repeats)
             results.append({"model": model, "config": config_name, "load_batch_s": round(load, 4),
                             "step_s": round(compute, 4), "ratio": round(load / compute, 4),
                             "target_met": load / compute <= LOADING_TARGET})
     return results
+
+
+def _timings(task, device, repeats: int) -> tuple[float, float]:
+    """Median seconds to draw one training sample from the cache, and of one optimizer step."""
+    import numpy as np
+    import torch
+
+    rng = np.random.default_rng(0)
+    items = task.training_items
+    load = _median_seconds(lambda: task.training_sample(int(rng.integers(items)), rng), repeats * 3)
+    optimizer = torch.optim.AdamW([p for p in task.model.parameters() if p.requires_grad], lr=1e-4)
+    queue = iter([task.training_sample(i % items, np.random.default_rng(i)) for i in range(repeats + 1)])
+
+    def step():
+        loss, _ = task.loss(task.training_module, next(queue), device)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    step()  # warm-up: kernel selection and allocator
+    return load, _median_seconds(step, repeats)
 
 
 def gpu_full_size(steps: int) -> dict:

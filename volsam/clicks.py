@@ -55,7 +55,7 @@ class ClickSet:
         return len(self.points_kji)
 
     @classmethod
-    def of(cls, clicks: list[SimulatedClick]) -> "ClickSet":
+    def of(cls, clicks: list[SimulatedClick]) -> ClickSet:
         return cls(np.array([c.kji for c in clicks], dtype=np.int64).reshape(-1, 3),
                    np.array([c.positive for c in clicks], dtype=bool))
 
@@ -179,7 +179,7 @@ class Lesion:
 def lesions_of(mask: np.ndarray, spacing_ijk) -> tuple[np.ndarray, list[Lesion]]:
     """Every connected lesion of a binary mask: (labelled array, lesions with their centres and
     equivalent diameters). Lesion ``n`` is ``labels == n``."""
-    labels, count = connected_regions(mask)
+    labels, _ = connected_regions(mask)
     voxel_mm3 = float(np.prod(np.asarray(spacing_ijk, float)))
     lesions = []
     for number, box in enumerate(ndimage.find_objects(labels), start=1):

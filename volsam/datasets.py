@@ -137,8 +137,8 @@ def automatic_split(case_ids: list[str], has_labelled_test: bool = False
     order = np.random.default_rng(AUTO_SPLIT_SEED).permutation(len(ids))
     shuffled = [ids[i] for i in order]
     n = len(ids)
-    n_test = 0 if has_labelled_test or n < 3 else max(1, int(round(AUTO_TEST_FRACTION * n)))
-    n_val = 0 if n < 2 else max(1, int(round(AUTO_VAL_FRACTION * n)))
+    n_test = 0 if has_labelled_test or n < 3 else max(1, round(AUTO_TEST_FRACTION * n))
+    n_val = 0 if n < 2 else max(1, round(AUTO_VAL_FRACTION * n))
     test, val, train = shuffled[:n_test], shuffled[n_test:n_test + n_val], shuffled[n_test + n_val:]
     return sorted(train), sorted(val), sorted(test)
 
@@ -156,7 +156,7 @@ def load_dataset(root: str | os.PathLike, split_file: str | os.PathLike | None =
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{json_path}: not valid JSON ({error})") from None
     if not isinstance(meta, dict):
-        raise ValueError(f"{json_path}: expected a JSON object, got {type(meta).__name__}")
+        raise ValueError(f"{json_path}: expected a JSON object, got {type(meta).__name__}")  # noqa: TRY004
     labels = _parse_labels(meta, json_path)
     modality = _parse_modality(meta)
     file_ending = str(meta.get("file_ending", ".nii.gz"))
@@ -178,7 +178,7 @@ def _parse_labels(meta: dict, json_path: Path) -> dict[str, int]:
     for key, value in raw.items():
         name, number = (value, key) if msd_style else (key, value)
         if isinstance(number, list):  # nnU-Net region-based labels: a region is not one value
-            raise ValueError(f"{json_path}: label {name!r} is a region {number}; only plain label values "
+            raise ValueError(f"{json_path}: label {name!r} is a region {number}; only plain label values "  # noqa: TRY004
                              "are supported")
         try:
             labels[str(name)] = int(number)

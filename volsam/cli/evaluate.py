@@ -32,6 +32,9 @@ def add_parser(subparsers) -> None:
                                                             "without SAM's frozen tensors")
     parser.add_argument("--sam2-checkpoint", type=Path, help="official SAM2.1 checkpoint (frozen image encoder)")
     parser.add_argument("--preset", help="sam3d-adapter intensity preset (default: the checkpoint's, else ct)")
+    parser.add_argument("--adapter-mode", choices=("paper", "interactive"),
+                        help="sam3d-adapter session mode (default: paper for the random and center protocols, "
+                             "interactive for iterative)")
     parser.add_argument("--axis", default="axial", choices=("axial", "coronal", "sagittal"),
                         help="sam2-3dmed slice direction (default: axial)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
@@ -39,13 +42,18 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..evaluation import EvaluationConfig, PredictorOptions, evaluate, parse_click_counts
+    from ..evaluation import (
+        EvaluationConfig,
+        PredictorOptions,
+        evaluate,
+        parse_click_counts,
+    )
 
     counts = parse_click_counts(args.clicks)
     config = EvaluationConfig(
         predictor=PredictorOptions(model=args.model, weights=args.weights, sam_checkpoint=args.sam_checkpoint,
                                    sam2_checkpoint=args.sam2_checkpoint, device=args.device, preset=args.preset,
-                                   axis=args.axis),
+                                   adapter_mode=args.adapter_mode, axis=args.axis),
         data=args.data, out=args.out, label=args.label, split=args.split, fold=args.fold, split_file=args.splits,
         click_counts=counts, protocol=args.protocol, seed=args.seed, max_cases=args.max_cases,
         progress=args.progress)

@@ -27,6 +27,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--sam-checkpoint", type=Path, help="SAM ViT-B checkpoint (sam_vit_b_01ec64.pth) that "
                                                             "initialises and freezes the adapter's encoder")
     parser.add_argument("--sam2-checkpoint", type=Path, help="official SAM2.1 checkpoint for the frozen image encoder")
+    parser.add_argument("--init", type=Path, help="start from a checkpoint of this project (same --config), e.g. to "
+                                                  "fine-tune a trained model further")
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=int, help="epochs (one sample per training case each); default 500 for "
                                                    "sam3d-adapter (the paper's), 100 for sam2-3dmed")
@@ -79,7 +81,7 @@ def run(args) -> int:
         raise ValueError("--export-official applies to --model sam3d-adapter")
     config = TrainingConfig(
         model=args.model, data=args.data, label=args.label, out=args.out, config=args.config,
-        sam_checkpoint=args.sam_checkpoint, sam2_checkpoint=args.sam2_checkpoint, epochs=args.epochs,
+        sam_checkpoint=args.sam_checkpoint, sam2_checkpoint=args.sam2_checkpoint, init=args.init, epochs=args.epochs,
         steps=args.steps, crop=args.crop, batch_size=args.batch_size, amp=args.amp,
         grad_checkpoint=args.grad_checkpoint, resume=args.resume, train_encoder=args.train_encoder,
         split_file=args.splits, fold=args.fold, spacing_mm=args.spacing, preset=args.preset,

@@ -9,13 +9,18 @@ chosen protocol (:mod:`.protocols`), predictions through the model's session
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .predictors import PredictorOptions, load_predictor
-from .protocols import PROTOCOLS, SIZE_GROUPS, ScoredPrediction, evaluate_case, parse_click_counts
+from .protocols import (
+    PROTOCOLS,
+    SIZE_GROUPS,
+    ScoredPrediction,
+    evaluate_case,
+    parse_click_counts,
+)
 from .report import Summary, markdown, summarise, write_rows_csv, write_summary
 
 __all__ = ["PROTOCOLS", "SIZE_GROUPS", "EvaluationConfig", "EvaluationResult", "PredictorOptions",

@@ -4,8 +4,8 @@ A predictor is opened on a volume (a fresh session: no clicks, empty mask) and g
 which add to the earlier ones; it returns the current mask on the volume's grid:
 
 * 3DSAM-adapter: an :class:`~volsam.sessions.adapter_session.AdapterSession`, in its ``paper``
-  mode for the random protocol (one crop around all clicks, the official test) and in its
-  ``interactive`` mode for the iterative and centre protocols (each click refines the mask).
+  mode for the random and centre protocols (one crop around all clicks, the official test) and
+  in its ``interactive`` mode for the iterative protocol (each click refines the open crops).
 * SAM2-3dMed: a :class:`~volsam.sessions.propagation_session.PropagationSession`: each click
   is a prompt on its slice, followed by a propagation in both directions.
 """
@@ -20,6 +20,9 @@ import numpy as np
 from ..clicks import SimulatedClick
 
 MODELS = ("sam3d-adapter", "sam2-3dmed")
+#: The adapter session's mode per protocol: the official single crop around the clicks, except
+#: for iterative correction, where each click refines the open crops.
+ADAPTER_MODES = {"random": "paper", "center": "paper", "iterative": "interactive"}
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,7 @@ class PredictorOptions:
     sam2_checkpoint: Path | None = None
     device: str = "auto"
     preset: str | None = None  # sam3d-adapter intensity preset (default: the checkpoint's, else ct)
+    adapter_mode: str | None = None  # sam3d-adapter session mode (default: see ADAPTER_MODES)
     axis: str = "axial"  # sam2-3dmed slice direction
 
 
@@ -66,7 +70,10 @@ class PropagationPredictor:
     def open(self, volume) -> None:
         from ..models.sam2_3dmed.frames import IntensityConfig
         from ..models.sam2_3dmed.runner import guess_modality
-        from ..sessions.propagation_session import PropagationSession, PropagationSessionConfig
+        from ..sessions.propagation_session import (
+            PropagationSession,
+            PropagationSessionConfig,
+        )
 
         self.volume = volume
         intensity = IntensityConfig(modality=guess_modality(volume.array))
@@ -147,7 +154,7 @@ def load_predictor(options: PredictorOptions, protocol: str):
                              f"({preprocessing['intensity']}); pass --preset to evaluate it anyway")
         model = load_model(path, device=device, sam=options.sam_checkpoint)
         preset = preset or "ct"
-        return AdapterPredictor(model, device, preset, "paper" if protocol == "random" else "interactive")
+        return AdapterPredictor(model, device, preset, options.adapter_mode or ADAPTER_MODES[protocol])
     if options.model == "sam2-3dmed":
         from ..models.sam2_3dmed.checkpoint import load_model
 

@@ -23,7 +23,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..clicks import SimulatedClick, lesions_of, next_iterative_click, random_foreground_points
+from ..clicks import (
+    SimulatedClick,
+    lesions_of,
+    next_iterative_click,
+    random_foreground_points,
+)
 from ..metrics import compute_metrics
 
 PROTOCOLS = ("random", "iterative", "center")

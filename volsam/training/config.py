@@ -27,8 +27,13 @@ SAM2_HEAD_LEARNING_RATE = 1e-3  # spec D7: the new heads (SRPP, BD)
 
 
 def adapter_configs() -> dict:
-    from ..models.sam3d_adapter.config import (CONFIGS, ImageEncoderConfig, MaskDecoderConfig, PromptEncoderConfig,
-                                               Sam3DAdapterConfig)
+    from ..models.sam3d_adapter.config import (
+        CONFIGS,
+        ImageEncoderConfig,
+        MaskDecoderConfig,
+        PromptEncoderConfig,
+        Sam3DAdapterConfig,
+    )
 
     demo = Sam3DAdapterConfig(
         name="tiny-demo",
@@ -47,8 +52,13 @@ def adapter_configs() -> dict:
 
 
 def sam2_configs() -> dict:
-    from ..models.sam2_3dmed.config import SAM2_VARIANTS, SAM2Architecture, SAM2ThreeDMedConfig, SRPPConfig, \
-        tiny_test_config
+    from ..models.sam2_3dmed.config import (
+        SAM2_VARIANTS,
+        SAM2Architecture,
+        SAM2ThreeDMedConfig,
+        SRPPConfig,
+        tiny_test_config,
+    )
 
     configs = {name: SAM2ThreeDMedConfig(SAM2Architecture(variant=name, image_size=512)) for name in SAM2_VARIANTS}
     configs["tiny-test"] = tiny_test_config(image_size=64)
@@ -76,6 +86,7 @@ class TrainingConfig:
     config: str | None = None  # model configuration name; default vit_b / tiny
     sam_checkpoint: Path | None = None
     sam2_checkpoint: Path | None = None
+    init: Path | None = None  # a checkpoint of this project (same configuration) to start from
     epochs: int | None = None
     steps: int | None = None
     crop: int | None = None
@@ -103,12 +114,12 @@ class TrainingConfig:
     command: str = ""  # the command line, recorded in checkpoints
 
     def __post_init__(self):
-        for name in ("data", "out", "sam_checkpoint", "sam2_checkpoint", "split_file", "cache_dir"):
+        for name in ("data", "out", "sam_checkpoint", "sam2_checkpoint", "init", "split_file", "cache_dir"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, Path):
                 object.__setattr__(self, name, Path(value))
 
-    def validate(self) -> "TrainingConfig":
+    def validate(self) -> TrainingConfig:
         """Option checks that need no data; one clear ValueError each."""
         if self.model not in MODELS:
             raise ValueError(f"--model must be one of {', '.join(MODELS)}, got {self.model!r}")
@@ -124,6 +135,8 @@ class TrainingConfig:
             raise ValueError(f"--spacing must be a positive number of mm, got {self.spacing_mm}")
         if self.learning_rate is not None and not self.learning_rate > 0:
             raise ValueError(f"--lr must be positive, got {self.learning_rate}")
+        if self.init is not None and not self.init.is_file():
+            raise ValueError(f"--init {self.init}: no such file")
         names = self.model_config_names()
         if self.config_name not in names:
             raise ValueError(f"--config {self.config_name!r} is not a {self.model} configuration; expected one of "

@@ -27,7 +27,7 @@ class DistributedContext:
         return self.rank == 0
 
     @classmethod
-    def from_environment(cls) -> "DistributedContext":
+    def from_environment(cls) -> DistributedContext:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world <= 1:
             return cls()

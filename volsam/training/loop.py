@@ -181,8 +181,13 @@ def _prepare_data(config: TrainingConfig, context) -> _PreparedData:
 def _facts(config: TrainingConfig, dataset, label_value: int, label_name: str, train_cases, validation_cases,
            run_file: Path) -> dict:
     """What the run learns from its data (kept in run.json, so a resumed run reuses it)."""
-    from .preprocessing import (ADAPTER_PRESETS, AdapterPreprocessing, Sam2Preprocessing, default_sam2_window,
-                                foreground_intensity)
+    from .preprocessing import (
+        ADAPTER_PRESETS,
+        AdapterPreprocessing,
+        Sam2Preprocessing,
+        default_sam2_window,
+        foreground_intensity,
+    )
 
     if config.resume:
         return json.loads(run_file.read_text())["facts"]
@@ -296,6 +301,8 @@ def _run(config: TrainingConfig, context, device, data: _PreparedData) -> Traini
     from .. import __version__
 
     task = _make_task(config, data, device)
+    if config.init is not None and not config.resume:
+        task.load_weights(config.init)
     if task.training_items == 0:
         raise ValueError("the training set has no case showing the target label, so no clip can be prompted")
     if config.grad_checkpoint:
@@ -354,8 +361,7 @@ def _run(config: TrainingConfig, context, device, data: _PreparedData) -> Traini
                        "label": data.label_value, "label_name": data.label_name, "version": __version__,
                        "configuration": config.config_name, "seed": config.seed,
                        "preprocessing": data.facts["preprocessing"],
-                       "initialisation": (str(config.sam_checkpoint or config.sam2_checkpoint or "")
-                                          or "random (trained from scratch)")}
+                       "initialisation": _initialisation(config)}
     if main:
         out.mkdir(parents=True, exist_ok=True)
     log_path = out / "log.csv"
@@ -437,6 +443,14 @@ def _run(config: TrainingConfig, context, device, data: _PreparedData) -> Traini
     if main:
         task.after_training(out)
     return TrainingResult(out, epoch, step, best_loss, last_dice, history)
+
+
+def _initialisation(config: TrainingConfig) -> str:
+    if config.init is not None:
+        return f"weights of {Path(config.init).name} (a run of this project)"
+    if config.sam_checkpoint or config.sam2_checkpoint:
+        return str(config.sam_checkpoint or config.sam2_checkpoint)
+    return "random (trained from scratch)"
 
 
 def _set_learning_rates(schedule: str, optimizers, groups, epoch: int, total_epochs: int, step: int,

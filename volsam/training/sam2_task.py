@@ -26,8 +26,15 @@ from torch import nn
 
 from .cache import CachedCases
 from .config import SAM2_HEAD_LEARNING_RATE, SAM2_LEARNING_RATE, TrainingConfig
-from .losses import (BOUNDARY_WEIGHT, IOU_WEIGHT, OBJECT_SCORE_WEIGHT, SRPP_WEIGHT, binary_segmentation_loss,
-                     hard_dice, mask_iou)
+from .losses import (
+    BOUNDARY_WEIGHT,
+    IOU_WEIGHT,
+    OBJECT_SCORE_WEIGHT,
+    SRPP_WEIGHT,
+    binary_segmentation_loss,
+    hard_dice,
+    mask_iou,
+)
 from .samples import ClipSampling, sam2_clip_sample
 from .task import OptimizerGroup, TrainingTask, ValidationResult, checkpoint_forward
 
@@ -68,10 +75,23 @@ class Sam2ClipForward(nn.Module):
 
     def forward(self, frames: torch.Tensor, masks: torch.Tensor, click_xy: torch.Tensor | None,
                 mask_prompt: bool, slice_order_reversed: bool):
+        sam2 = self.model.sam2
+        # SAM2 replaces the masks of a slice it judges empty by a constant (-1024) before they
+        # leave _forward_sam_heads, which cuts the masks' gradient exactly where a network
+        # trained from scratch still misjudges: it would never learn to track. The loss reads
+        # the decoder's own masks instead; memory and outputs keep SAM2's behaviour.
+        decoder_masks = []
+        hook = sam2.sam_mask_decoder.register_forward_hook(
+            lambda module, inputs, outputs: decoder_masks.append(outputs[0]))
+        try:
+            return self._clip(sam2, frames, masks, click_xy, mask_prompt, slice_order_reversed, decoder_masks)
+        finally:
+            hook.remove()
+
+    def _clip(self, sam2, frames, masks, click_xy, mask_prompt, slice_order_reversed, decoder_masks):
         from ..models.sam2_3dmed.boundary import balanced_boundary_loss, boundary_target
         from ..models.sam2_3dmed.srpp import srpp_loss
 
-        sam2 = self.model.sam2
         if self.train_encoder:
             backbone = sam2.image_encoder(frames)
         else:
@@ -108,11 +128,13 @@ class Sam2ClipForward(nn.Module):
                 continue  # the ground-truth mask is the output there: nothing to learn
             target = masks[t:t + 1]
             present = (target.flatten(1).sum(1) > 0).float()  # (1,)
-            per_mask = binary_segmentation_loss(high_multi, target)  # (1, M)
+            ungated = F.interpolate(decoder_masks[-1].float(), size=high_multi.shape[-2:], mode="bilinear",
+                                    align_corners=False)
+            per_mask = binary_segmentation_loss(ungated, target)  # (1, M)
             best = per_mask.argmin(dim=1, keepdim=True)
             # Masks and IoU are learnt where the object is; its presence everywhere (as SAM2 does).
             seg.append((per_mask.gather(1, best).squeeze(1) * present).sum())
-            iou.append((F.mse_loss(ious.float(), mask_iou(high_multi.detach(), target), reduction="none")
+            iou.append((F.mse_loss(ious.float(), mask_iou(ungated.detach(), target), reduction="none")
                         .mean(1) * present).sum())
             present_loss.append(F.binary_cross_entropy_with_logits(object_score.float().reshape(-1), present))
             if boundary_logits is not None:

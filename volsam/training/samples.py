@@ -13,9 +13,10 @@ Everything outside the volume and outside the body's bounding box is 0 (the data
 z-score units), as the official padding is.
 
 SAM2-3dMed clips (spec D7): ``clip_length`` consecutive slices, starting at a prompted slice
-that shows the object and running up or down the volume (either direction, so propagation is
-learnt both ways). The object is the connected lesion holding the prompt; its masks on the
-clip's slices are the targets. The prompt is the centre click of the object on the first slice
+that shows the object (drawn uniformly among the slices the object spans) and running up or
+down the volume (either direction, so propagation is learnt both ways). The object is the
+connected lesion holding the prompt; its masks on the clip's slices are the targets (empty
+past its end, which teaches propagation to stop). The prompt is the centre click of the object on the first slice
 or, with probability ``mask_prompt_probability``, its ground-truth mask there.
 """
 
@@ -27,8 +28,14 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from ..clicks import (adapter_training_clicks, adapter_validation_clicks, component_at, connected_regions,
-                      lesion_training_clicks, region_center)
+from ..clicks import (
+    adapter_training_clicks,
+    adapter_validation_clicks,
+    component_at,
+    connected_regions,
+    lesion_training_clicks,
+    region_center,
+)
 from .cache import CachedCase
 
 CLICK_PROTOCOLS = ("3dsam", "lesion")
@@ -61,7 +68,7 @@ class AdapterSampling:
 
     @property
     def max_offset(self) -> int:
-        return (int(round(self.crop_margin_factor * self.crop_size)) - self.crop_size) // 2
+        return (round(self.crop_margin_factor * self.crop_size) - self.crop_size) // 2
 
 
 def _random_linear_map(augmentation: str, rng: np.random.Generator) -> np.ndarray:
@@ -206,17 +213,30 @@ def sam2_clip_sample(case: CachedCase, sampling: ClipSampling, rng: np.random.Ge
     (D, rows, cols), the slice indices, and the prompt on the first slice (a centre click
     (x, y) = (column, row), or the object's mask there).
 
-    The prompt slice and object are random unless ``prompt_voxel`` is given; ``direction``
-    +1 runs up the k axis, -1 down.
+    Without ``prompt_voxel``, a random foreground voxel picks the object (the lesion holding it)
+    and the prompt slice is drawn uniformly among the slices the object spans, so clips start
+    as often near an end of the object as in its middle and learn where it stops.
+    ``direction`` +1 runs up the k axis, -1 down.
     """
     depth = case.label.shape[0]
+    length = min(sampling.clip_length, depth)
     if prompt_voxel is None:
         if not case.has_foreground:
             raise ValueError(f"case {case.case_id} has no foreground to prompt")
-        prompt_voxel = np.array(np.unravel_index(int(case.foreground[rng.integers(case.foreground.size)]),
-                                                 case.label.shape))
-    first = int(prompt_voxel[0])
-    length = min(sampling.clip_length, depth)
+        seed = np.array(np.unravel_index(int(case.foreground[rng.integers(case.foreground.size)]), case.label.shape))
+        # The object is the lesion holding the voxel, traced within a slab around it only
+        # (labelling the whole volume for every clip would cost more than the clip).
+        # The slab holds every slice a clip starting within `length` slices of the voxel can reach.
+        low, high = max(0, int(seed[0]) - 2 * length), min(depth, int(seed[0]) + 2 * length + 1)
+        obj = component_at(np.asarray(case.label[low:high]) > 0, (int(seed[0]) - low, int(seed[1]), int(seed[2])))
+        spanned = low + np.flatnonzero(obj.any(axis=(1, 2)))
+        spanned = spanned[np.abs(spanned - int(seed[0])) <= length]
+        first = int(rng.choice(spanned))
+    else:
+        first = int(prompt_voxel[0])
+        low, high = max(0, first - length), min(depth, first + length + 1)
+        obj = component_at(np.asarray(case.label[low:high]) > 0, (first - low, int(prompt_voxel[1]),
+                                                                  int(prompt_voxel[2])))
     if direction is None:
         direction = 1 if rng.random() < 0.5 else -1
     # Keep the whole clip inside the volume: turn round where the chosen direction runs out.
@@ -226,11 +246,6 @@ def sam2_clip_sample(case: CachedCase, sampling: ClipSampling, rng: np.random.Ge
         direction = 1
     slices = np.array([first + direction * t for t in range(length)])
     slices = slices[(slices >= 0) & (slices < depth)]
-    # The object is the lesion holding the prompt, traced within the clip's slab only (labelling
-    # the whole volume for every clip would cost more than the clip).
-    low, high = int(slices.min()), int(slices.max()) + 1
-    slab = np.asarray(case.label[low:high]) > 0
-    obj = component_at(slab, (first - low, int(prompt_voxel[1]), int(prompt_voxel[2])))
     masks = np.stack([obj[s - low] for s in slices]).astype(np.uint8)
     images = np.stack([np.asarray(case.image[s], np.float32) for s in slices])
     use_mask = (rng.random() < sampling.mask_prompt_probability) if mask_prompt is None else mask_prompt

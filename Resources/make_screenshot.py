@@ -147,6 +147,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mask", type=Path, help="mask file on the phantom's grid (default: ground truth)")
     parser.add_argument("--image", type=Path, help="the phantom image the mask was made on (default: generated)")
+    parser.add_argument("--labels", type=Path, help="that image's label map, for the organs in the 3D view")
     parser.add_argument("--label", default=None, help="what the mask is, for the caption")
     parser.add_argument("--seed", type=int, default=4, help="phantom seed (default: 4)")
     parser.add_argument("--out", type=Path, default=OUTPUT, help=f"output PNG (default: {OUTPUT.relative_to(ROOT)})")
@@ -155,13 +156,17 @@ def main(argv=None) -> int:
     image, labels, info = make_phantom(args.seed, PHANTOM)
     if args.image is not None:
         image = read_image(args.image)
+        labels = (reorient_like(read_image(args.labels), image) if args.labels is not None
+                  else image.with_array(np.zeros(image.shape_kji, np.uint8)))
     mask = labels.array == TUMOR_LABEL
     caption = "VolumetricSAM - synthetic CT phantom, lesion (ground truth)"
     if args.mask is not None:
         mask_volume = reorient_like(read_image(args.mask), image)
         mask = mask_volume.array > 0
         caption = f"VolumetricSAM - synthetic CT phantom, {args.label or 'segmentation from ' + args.mask.name}"
-    centre = np.array(info.lesions[0].center_ras)
+    # Slices through the middle of what is shown (the generated phantom's first lesion by default).
+    centre = (image.ijk_to_ras_points(np.argwhere(mask)[:, ::-1].mean(axis=0)) if mask.any()
+              else np.array(info.lesions[0].center_ras))
     views = [surface_view(image, labels.array, mask)]
     views += [slice_view(image, mask, centre, name) for name in ("Axial", "Coronal", "Sagittal")]
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -116,3 +116,63 @@ def test_engine_input_checks(tiny_model):
     single = make_blob_volume(shape_kji=(1, 8, 8))
     with pytest.raises(ValueError, match="at least 2"):
         tracker.init_state(single.array, SlicePlane(single.shape_kji, 2), (0.0, 1.0))
+
+
+def _two_objects(track_step, image_size):
+    """track_step with its masks replaced: one object at the top left, another at the bottom right."""
+    import torch
+    import torch.nn.functional as F
+
+    def scripted(*args, **kwargs):
+        out = track_step(*args, **kwargs)
+        low = torch.full_like(out["pred_masks"], -10.0)
+        rows, cols = low.shape[-2:]
+        low[..., : rows // 3, : cols // 3] = 10.0
+        low[..., -rows // 4:, -cols // 4:] = 10.0
+        out["pred_masks"] = low
+        out["pred_masks_high_res"] = F.interpolate(low, size=(image_size, image_size), mode="bilinear",
+                                                   align_corners=False)
+        return out
+
+    return scripted
+
+
+def test_each_slice_keeps_only_the_chosen_object(present_model, monkeypatch):
+    sam2 = present_model.sam2
+    monkeypatch.setattr(sam2, "track_step", _two_objects(sam2.track_step, present_model.image_size))
+    encoded = []
+    encode = sam2._encode_new_memory
+
+    def spy(**kwargs):
+        encoded.append(kwargs["pred_masks_high_res"].float().clone())
+        return encode(**kwargs)
+
+    monkeypatch.setattr(sam2, "_encode_new_memory", spy)
+    tracker, state = _tracker_state(present_model, num_slices=8)  # slices of 20 x 22
+    top_left, bottom_right = (slice(0, 5), slice(0, 5)), (slice(-3, None), slice(-3, None))
+
+    # A click on the bottom-right object keeps it alone, in the mask and in the memory.
+    prompted = tracker.predict_prompt(state, 1, SlicePrompt(points_xy=[[20.0, 18.0]], labels=[1]))
+    assert prompted.mask[bottom_right].all() and not prompted.mask[top_left].any()
+    assert (encoded[-1][..., :8, :8] == -1024).all() and (encoded[-1][..., -8:, -8:] > 0).all()
+    state.conditioning[1] = prompted.memory
+
+    # Propagation follows the part that overlaps the previous slice: the top-left one here.
+    start = np.zeros((20, 22), dtype=bool)
+    start[1:4, 1:4] = True
+    encoded.clear()
+    results = list(tracker.propagate(state, 1, 1, start_mask=start))
+    assert len(results) == 6 and len(encoded) == 6
+    assert all(r.mask[top_left].all() and not r.mask[bottom_right].any() for r in results)
+    assert all((e[..., -8:, -8:] == -1024).all() for e in encoded)
+
+    # A start mask that touches neither object: nothing follows, and the direction stops early.
+    apart = np.zeros((20, 22), dtype=bool)
+    apart[10, 2] = True
+    stopped = list(tracker.propagate(state, 1, 1, start_mask=apart, early_stop_after=3))
+    assert len(stopped) == 3 and not any(r.mask.any() for r in stopped)
+
+    # Off, both objects stay: the stock predictor's masks.
+    stock = SliceTracker(present_model, TrackerConfig(early_stop_after=0, keep_connected=False))
+    assert all(r.mask[top_left].all() and r.mask[bottom_right].all()
+               for r in stock.propagate(state, 1, 1, start_mask=start))

@@ -42,7 +42,7 @@ def _stock_predictor_by_hand(model):
 
 def _ours(model, array, slice_index, prompt):
     """Prompt result and {slice: mask} per direction from our tracker."""
-    tracker = SliceTracker(model, TrackerConfig(early_stop_after=0, fill_hole_area=8))
+    tracker = SliceTracker(model, TrackerConfig(early_stop_after=0, fill_hole_area=8, keep_connected=False))
     state = tracker.init_state(array, SlicePlane(array.shape, 2), (-100.0, 250.0))
     result = tracker.predict_prompt(state, slice_index, prompt)
     state.conditioning[slice_index] = result.memory

@@ -13,8 +13,10 @@ Every prompted slice becomes a *confirmed* slice: a conditioning frame for the m
 slice propagation never writes. :meth:`PropagationSession.propagate` works outward from the
 slices prompted since the last propagation, in both directions, up to (not across) the
 nearest other confirmed slice or the volume's end; when two such slices bound one gap, each
-takes its half. A direction stops early once the object has been absent on K consecutive
-slices, and the rest of that run is cleared. Masks are written into the caller's buffer slice
+takes its half. Each propagated slice keeps the parts of its mask that overlap the previous
+slice's (``TrackerConfig.keep_connected``): the object is one connected thing, so propagation
+does not jump to a neighbouring lesion. A direction stops early once the object has been absent
+on K consecutive slices, and the rest of that run is cleared. Masks are written into the caller's buffer slice
 by slice as they come, through :class:`~volsam.sessions.history.MaskHistory`; every prompt,
 propagation and reset is one undo step of it, which restores the prompts with the mask.
 :meth:`PropagationSession.cancel` (from the progress callback or another thread) stops after
@@ -293,7 +295,8 @@ class PropagationSession:
         try:
             for start, direction, stop in runs:
                 last = start
-                for result in self.tracker.propagate(state, start, direction, stop):
+                start_mask = plane.take(history.buffer, start) > 0
+                for result in self.tracker.propagate(state, start, direction, stop, start_mask=start_mask):
                     changed = self._write(history, plane, result.slice_index, result.mask)
                     done += 1
                     last = result.slice_index

@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 #: Mask logits given for a previous binary mask (as SAM2 turns a mask input into logits).
 _MASK_LOGIT_SCALE, _MASK_LOGIT_BIAS = 20.0, -10.0
+#: The mask logit SAM2 writes where it finds no object (its ``NO_OBJ_SCORE``).
+_NO_OBJECT_LOGIT = -1024.0
 
 
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
@@ -58,13 +60,18 @@ class TrackerConfig:
     consecutive slices (0: never stop). ``fill_hole_area``: SAM2's hole filling of small
     background regions, as its video predictor does it (needs the ``sam2`` package's optional
     compiled extension; skipped without it, as the package does). ``feature_cache_slices``:
-    image features kept.
+    image features kept. ``keep_connected``: each slice keeps only the object the user chose:
+    on a clicked slice the mask's connected parts that hold a positive click (all of them if
+    none does), on a propagated slice the parts that overlap the previous slice's mask. The
+    memory is encoded from that mask, so propagation neither jumps to another lesion nor
+    runs on through tissue the object never reaches (off: the stock predictor's masks).
     ``precision``: "auto" runs under bfloat16 autocast on CUDA (as SAM2 is usually run there)
     and in float32 elsewhere."""
 
     early_stop_after: int = 3
     fill_hole_area: int = 8
     feature_cache_slices: int = 2
+    keep_connected: bool = True
     precision: str = "auto"
 
     def __post_init__(self):
@@ -232,18 +239,28 @@ class SliceTracker:
             # The prompted slice's memory is encoded from the binarised mask, as the sam2
             # predictor does for frames with user input before it propagates.
             high_res = F.interpolate(low_res, size=(size, size), mode="bilinear", align_corners=False)
+            mask = self._to_slice(low_res, rows, cols)
+            if point_inputs is not None and self.config.keep_connected:
+                clicked = prompt.points_xy[prompt.labels == 1]
+                rows_at = np.clip(np.round(clicked[:, 1]).astype(int), 0, rows - 1)
+                cols_at = np.clip(np.round(clicked[:, 0]).astype(int), 0, cols - 1)
+
+                def clicked_parts(parts):  # every part when no positive click lies on one
+                    hit = parts[rows_at, cols_at]
+                    return hit if hit.any() else np.arange(1, parts.max() + 1)
+
+                mask, high_res = self._keep_parts(mask, high_res, clicked_parts)
             features, position = sam2._encode_new_memory(
                 current_vision_feats=feats, feat_sizes=sizes, pred_masks_high_res=high_res,
                 object_score_logits=out["object_score_logits"], is_mask_from_pts=True)
             self._keep_position_encoding(state, position)
             memory = SliceMemory(slice_index, out["obj_ptr"], features.to(torch.bfloat16))
-            mask = self._to_slice(low_res, rows, cols)
         return PromptedSliceResult(slice_index, mask, bool(out["object_score_logits"].item() > 0),
                                    memory=memory, mask_logits=low_res)
 
     # --- propagation --------------------------------------------------------------------------
     def propagate(self, state: VolumeTrackingState, start: int, direction: int, stop: int | None = None,
-                  early_stop_after: int | None = None) -> Iterator[SliceResult]:
+                  early_stop_after: int | None = None, start_mask: np.ndarray | None = None) -> Iterator[SliceResult]:
         """Segment slices ``start + direction, start + 2 * direction, ...`` up to, not
         including, ``stop`` (default: past the volume's end), one at a time.
 
@@ -272,6 +289,8 @@ class SliceTracker:
         travel = TravelMemory(feature_slices=sam2.num_maskmem - 1,
                               pointer_slices=sam2.max_obj_ptrs_in_encoder - 1 if sam2.use_obj_ptrs_in_encoder else 0)
         absent_run = 0
+        keep_connected = self.config.keep_connected
+        previous = None if start_mask is None else np.asarray(start_mask, dtype=bool)
         for slice_index in range(start + direction, stop, direction):
             with torch.inference_mode(), self._autocast():
                 feats, pos, sizes = self._features(state, slice_index)
@@ -279,11 +298,21 @@ class SliceTracker:
                     frame_idx=slice_index, is_init_cond_frame=False, current_vision_feats=feats,
                     current_vision_pos_embeds=pos, feat_sizes=sizes, point_inputs=None, mask_inputs=None,
                     output_dict=sam2_memory_view(state.conditioning, travel, state.memory_position_encoding),
-                    num_frames=state.num_slices, track_in_reverse=direction < 0, run_mem_encoder=True)
-                self._keep_position_encoding(state, out["maskmem_pos_enc"])
-                travel.add(SliceMemory(slice_index, out["obj_ptr"], out["maskmem_features"].to(torch.bfloat16)))
+                    num_frames=state.num_slices, track_in_reverse=direction < 0, run_mem_encoder=not keep_connected)
                 mask = self._to_slice(self._fill_holes(out["pred_masks"]), rows, cols)
+                memory_features, position = out["maskmem_features"], out["maskmem_pos_enc"]
+                if keep_connected:
+                    high_res = out["pred_masks_high_res"]
+                    if previous is not None:
+                        mask, high_res = self._keep_parts(mask, high_res, lambda parts: np.unique(parts[previous]))
+                    # As track_step encodes a tracked slice's memory, from the mask kept.
+                    memory_features, position = sam2._encode_new_memory(
+                        current_vision_feats=feats, feat_sizes=sizes, pred_masks_high_res=high_res,
+                        object_score_logits=out["object_score_logits"], is_mask_from_pts=False)
+                self._keep_position_encoding(state, position)
+                travel.add(SliceMemory(slice_index, out["obj_ptr"], memory_features.to(torch.bfloat16)))
                 present = bool(out["object_score_logits"].item() > 0)
+            previous = mask
             yield SliceResult(slice_index, mask, present)
             absent_run = 0 if mask.any() else absent_run + 1
             if early_stop and absent_run >= early_stop:
@@ -324,6 +353,27 @@ class SliceTracker:
 
             return fill_holes_in_mask_scores(low_res, self.config.fill_hole_area)
         return low_res
+
+    @staticmethod
+    def _keep_parts(mask: np.ndarray, high_res, chosen_labels) -> tuple[np.ndarray, torch.Tensor]:
+        """``mask`` reduced to its connected parts whose labels ``chosen_labels(parts)`` names
+        (label 0, the background, is ignored; no part named empties it), and the model's mask
+        logits ``high_res`` set to "no object" outside them."""
+        import torch
+        import torch.nn.functional as F
+        from scipy import ndimage
+
+        parts, count = ndimage.label(mask)
+        if count == 0:
+            return mask, high_res
+        chosen = [label for label in np.asarray(chosen_labels(parts)).tolist() if label]
+        if len(chosen) == count:
+            return mask, high_res
+        kept = np.isin(parts, chosen)
+        # A one-voxel margin, so that resampling to the model's grid does not trim the parts kept.
+        margin = torch.from_numpy(ndimage.binary_dilation(kept))[None, None].float().to(high_res.device)
+        margin = F.interpolate(margin, size=high_res.shape[-2:], mode="nearest") > 0
+        return kept, torch.where(margin, high_res, torch.full_like(high_res, _NO_OBJECT_LOGIT))
 
     @staticmethod
     def _keep_position_encoding(state: VolumeTrackingState, position) -> None:

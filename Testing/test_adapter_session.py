@@ -17,7 +17,12 @@ from conftest_adapter import SpherePredictor, tiny_model
 
 from volsam.geometry import Box, Volume
 from volsam.models.sam3d_adapter.presets import get_preset
-from volsam.sessions.adapter_session import AdapterSession, AdapterSessionOptions, apply_negative_rule
+from volsam.sessions.adapter_session import (
+    AdapterSession,
+    AdapterSessionOptions,
+    apply_negative_rule,
+    keep_clicked_parts,
+)
 
 pytest_plugins = ["conftest_adapter"]
 
@@ -127,6 +132,36 @@ def test_negative_clicks_remove_what_is_closer_to_them():
     probability = np.ones((5, 5, 5), np.float32)
     kept = apply_negative_rule(probability, np.array([[2.0, 2.0, 0.0]]), np.array([[2.0, 2.0, 4.0]]))
     assert kept[2, 2].tolist() == [1, 1, 1, 0, 0]  # the middle voxel is a tie and stays
+
+
+class SphereAndDecoy(SpherePredictor):
+    """Balls around the clicks, plus a decoy ball the user never clicked in a crop corner."""
+
+    def predict(self, embedding, points_dwh, labels=None):
+        probability = super().predict(embedding, points_dwh, labels)
+        probability[:6, :6, :6] = 1.0
+        return probability
+
+
+@pytest.mark.parametrize("mode", ["interactive", "paper"])
+def test_only_the_clicked_object_is_kept(mode):
+    volume = Volume.from_spacing(np.zeros((40, 40, 40), np.float32))
+    sessions = {}
+    for keep in (True, False):
+        session = AdapterSession(predictor=SphereAndDecoy(crop_size=32, radius=4.0),
+                                 options=AdapterSessionOptions(mode=mode, keep_connected=keep, max_growth_crops=0))
+        session.set_volume(volume)
+        session.add_point(voxel_ras(volume, (20, 20, 20)))
+        sessions[keep] = session.result.copy()
+    assert sessions[True][20, 20, 20] and sessions[False][20, 20, 20]
+    decoy = sessions[False] & ~sessions[True]
+    assert decoy.sum() == 6 ** 3 and not sessions[True][:10, :10, :10].any()
+
+    parts = np.zeros((5, 5, 9), bool)
+    parts[1:3, 1:3, 1:3] = parts[1:3, 1:3, 5:8] = True
+    assert keep_clicked_parts(parts, np.array([[1, 1, 6]])).sum() == 12  # the clicked part
+    assert keep_clicked_parts(parts, np.array([[1, 1, 1], [2, 2, 7]])).sum() == 20  # both clicked
+    assert keep_clicked_parts(parts, np.array([[4, 4, 4], [9, 9, 9]])).sum() == 20  # none on a part: all
 
 
 def test_undo_and_redo_restore_masks_exactly():

@@ -409,7 +409,8 @@ def test_propagation_within_a_slice_range_and_undo_back_to_the_painting(scene):
     from volsam.models.sam2_3dmed.build import build_model
     from volsam.models.sam2_3dmed.config import tiny_test_config
     from volsam.models.sam2_3dmed.slicing import SlicePlane
-    from volsam.sessions.propagation_session import PropagationSession
+    from volsam.models.sam2_3dmed.tracker import TrackerConfig
+    from volsam.sessions.propagation_session import PropagationSession, PropagationSessionConfig
     from VolumetricSAMLib.models import PROPAGATION_UNDO_RULES, range_boundary_slices
 
     threads = torch.get_num_threads()
@@ -419,7 +420,9 @@ def test_propagation_within_a_slice_range_and_undo_back_to_the_painting(scene):
         model = set_object_score_bias(build_model(tiny_test_config(64)), 50.0)
         image = make_blob_volume((10, 24, 28), direction=rotation((0, 0, 15)) @ np.diag([1.0, -1.0, 1.0]))
         volume_node, _ = transformed_phantom_node(scene, image)
-        session = PropagationSession(model)
+        # Random weights draw masks at random: following only the parts that overlap from slice
+        # to slice would end propagation anywhere, and this test is about the range and undo.
+        session = PropagationSession(model, PropagationSessionConfig(tracker=TrackerConfig(keep_connected=False)))
         volume = volume_from_node(volume_node)
         session.set_volume(volume, slice_direction="axial")
         interaction = SegmentInteraction(session, volume, PROPAGATION_UNDO_RULES)

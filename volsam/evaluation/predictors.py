@@ -6,6 +6,8 @@ which add to the earlier ones; it returns the current mask on the volume's grid:
 * 3DSAM-adapter: an :class:`~volsam.sessions.adapter_session.AdapterSession`, in its ``paper``
   mode for the random and centre protocols (one crop around all clicks, the official test) and
   in its ``interactive`` mode for the iterative protocol (each click refines the open crops).
+  The random protocol is the paper's own and keeps the whole mask; the others keep the clicked
+  object (``AdapterSessionOptions.keep_connected``), as users get it.
 * SAM2-3dMed: a :class:`~volsam.sessions.propagation_session.PropagationSession`: each click
   is a prompt on its slice, followed by a propagation in both directions.
 """
@@ -40,11 +42,11 @@ class PredictorOptions:
 
 
 class AdapterPredictor:
-    def __init__(self, model, device, preset: str, mode: str):
+    def __init__(self, model, device, preset: str, mode: str, keep_connected: bool = True):
         from ..sessions.adapter_session import AdapterSessionOptions
 
         self.model, self.device = model, device
-        self.options = AdapterSessionOptions(mode=mode, preset=preset)
+        self.options = AdapterSessionOptions(mode=mode, preset=preset, keep_connected=keep_connected)
         self.session = None
 
     def open(self, volume) -> None:
@@ -154,7 +156,8 @@ def load_predictor(options: PredictorOptions, protocol: str):
                              f"({preprocessing['intensity']}); pass --preset to evaluate it anyway")
         model = load_model(path, device=device, sam=options.sam_checkpoint)
         preset = preset or "ct"
-        return AdapterPredictor(model, device, preset, options.adapter_mode or ADAPTER_MODES[protocol])
+        return AdapterPredictor(model, device, preset, options.adapter_mode or ADAPTER_MODES[protocol],
+                                keep_connected=protocol != "random")
     if options.model == "sam2-3dmed":
         from ..models.sam2_3dmed.checkpoint import load_model
 

@@ -62,6 +62,10 @@ class AdapterSessionOptions:
     #: "auto" (bf16/fp16 autocast on CUDA, float32 elsewhere), "float32", "bfloat16", "float16".
     precision: str = "auto"
     threshold: float = 0.5
+    #: Keep only the clicked object: each crop's mask keeps its connected parts that hold one of
+    #: its positive clicks (all parts if none does). Off for the paper's own protocol, whose
+    #: target may be several unclicked pieces.
+    keep_connected: bool = True
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -369,7 +373,11 @@ class AdapterSession:
             index = np.arange(box.start[axis_kji], box.stop[axis_kji], dtype=np.float64)
             axes.append((index - grid.center_ijk[axis_ijk]) * grid.spacing_ijk[axis_ijk] + self.crop_size // 2)
         resampled = _sample_trilinear(probability, axes)
-        return box, (resampled > self.options.threshold).astype(np.uint8)
+        mask = resampled > self.options.threshold
+        if self.options.keep_connected:
+            seeds = np.round(np.array([self.volume.ras_to_ijk_points(np.array(p)) for p in crop.seeds]))
+            mask = keep_clicked_parts(mask, seeds[:, ::-1].astype(int) - np.array(box.start))
+        return box, mask.astype(np.uint8)
 
     def _apply_crop(self, crop: CropState, union: bool) -> np.ndarray:
         probability = self._crop_probability(crop)
@@ -511,6 +519,21 @@ def _spread(points: np.ndarray, count: int) -> np.ndarray:
         chosen.append(int(np.argmax(distance)))
         distance = np.minimum(distance, np.linalg.norm(points - points[chosen[-1]], axis=1))
     return points[chosen]
+
+
+def keep_clicked_parts(mask: np.ndarray, clicks_kji: np.ndarray) -> np.ndarray:
+    """``mask`` reduced to its connected parts (26-neighbourhood, as lesions are counted) that
+    hold one of ``clicks_kji`` (indices into ``mask``; those outside it are ignored); the whole
+    mask if no click is on it."""
+    from ..clicks import connected_regions
+
+    parts, count = connected_regions(mask)
+    inside = np.all((clicks_kji >= 0) & (clicks_kji < mask.shape), axis=1)
+    hit = np.unique(parts[tuple(clicks_kji[inside].T)]) if inside.any() else np.zeros(0, int)
+    hit = hit[hit > 0]
+    if count <= 1 or not len(hit):
+        return mask
+    return np.isin(parts, hit)
 
 
 def apply_negative_rule(probability: np.ndarray, positives_dhw: np.ndarray, negatives_dhw: np.ndarray) -> np.ndarray:

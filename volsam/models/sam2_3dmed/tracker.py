@@ -363,7 +363,7 @@ class SliceTracker:
         import torch.nn.functional as F
         from scipy import ndimage
 
-        parts, count = ndimage.label(mask)
+        parts, count = ndimage.label(mask, structure=np.ones((3, 3)))  # 8-neighbourhood
         if count == 0:
             return mask, high_res
         chosen = [label for label in np.asarray(chosen_labels(parts)).tolist() if label]

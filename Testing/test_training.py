@@ -209,3 +209,24 @@ def test_official_export_round_trip(tmp_path):
     crop, points = torch.randn(1, 1, 32, 32, 32), torch.tensor([[16.0, 16.0, 16.0]])
     with torch.no_grad():
         assert torch.allclose(loaded(crop, points), model(crop, points), atol=1e-6)
+
+
+def test_crops_and_clips_pick_every_lesion_equally_often():
+    from volsam.training.cache import CachedCase
+    from volsam.training.samples import AdapterSampling, adapter_training_sample
+
+    label = np.zeros((40, 40, 40), np.uint8)
+    label[2:22, 2:22, 2:22] = 1  # 8000 voxels
+    label[32:35, 32:35, 32:35] = 1  # 27 voxels: a random voxel would land here 0.3 % of the time
+    foreground = np.flatnonzero(label)
+    case = CachedCase("two", np.zeros(label.shape, np.float32), label, foreground, (1.0,) * 3, (1.0,) * 3, np.eye(4),
+                      foreground.size, (0, 1), ((0, 0, 0), (40, 40, 40)))
+    assert [lesion.size for lesion in case.lesions] == [8000, 27]
+    sampling = AdapterSampling(16, augmentation="none", click_protocol="lesion")
+    rng = np.random.default_rng(0)
+    small = [adapter_training_sample(case, sampling, rng)["target"].sum() <= 27 for _ in range(200)]
+    assert 0.35 < np.mean(small) < 0.65
+    from volsam.training.samples import ClipSampling, sam2_clip_sample
+
+    small = [sam2_clip_sample(case, ClipSampling(4), rng)["masks"].sum() <= 27 for _ in range(200)]
+    assert 0.35 < np.mean(small) < 0.65

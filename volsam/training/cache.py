@@ -10,6 +10,7 @@ Writes go to a temporary name first and are renamed into place, so concurrent pr
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -42,6 +43,15 @@ class CachedCase:
     @property
     def has_foreground(self) -> bool:
         return self.foreground_voxels > 0
+
+    @functools.cached_property
+    def lesions(self) -> list[np.ndarray]:
+        """The flat indices of each connected lesion's voxels (a subset of ``foreground``)."""
+        from ..clicks import connected_regions
+
+        regions, count = connected_regions(np.asarray(self.label))
+        numbers = regions.reshape(-1)[self.foreground]
+        return [self.foreground[numbers == n] for n in range(1, count + 1)]
 
 
 def _source_stamp(path: Path) -> str:

@@ -9,10 +9,10 @@ SAM2-3dMed (spec P6, P7, D5, D6): L = L_seg + 0.01 L_srpp + 0.1 L_bd with L_seg 
 0.5 BCE per frame, averaged over the clip; the SRPP and BD losses are the model package's
 (:func:`~volsam.models.sam2_3dmed.srpp.srpp_loss`,
 :func:`~volsam.models.sam2_3dmed.boundary.balanced_boundary_loss`). SAM2's own heads that pick
-among its three candidate masks and decide whether the object is on a slice are trained as
-SAM2 trains them (the candidate with the lowest L_seg is the one scored; IoU prediction by mean
-squared error against the candidates' real IoU; object presence by binary cross-entropy):
-without them a model trained from scratch would choose candidates and drop slices at random.
+among its three candidate masks and gate a slice's masks are trained too (IoU prediction by
+mean squared error against the candidates' real IoU; the object-score gate by binary
+cross-entropy); :mod:`.sam2_task` explains why every candidate is scored and how the gate is
+trained for a network trained from scratch.
 """
 
 from __future__ import annotations

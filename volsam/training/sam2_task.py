@@ -1,13 +1,23 @@
 """Training SAM2-3dMed on clips of slices (spec P1-P7, D4-D7).
 
-A clip of D consecutive slices runs through the stock ``SAM2Base`` exactly as its video
-training does: the frozen image encoder on every slice (without gradients), then slice by slice
+A clip of D consecutive slices runs through the stock ``SAM2Base`` as its video training does: the frozen image encoder on every slice (without gradients), then slice by slice
 ``_track_step`` (memory attention over the earlier slices' memories, the prompt encoder and the
 mask decoder with the BD branch fused in), and the memory encoder on each prediction. The
 first slice carries the prompt (the object's centre click, or its ground-truth mask); the
 others are tracked. Losses: see :mod:`.losses`. SRPP reads each slice's memory-conditioned
 feature map (D4), ordered by slice index so that its targets are the signed slice offsets
 whichever way the clip ran.
+
+Where the object is. SAM2 decides per slice whether the object is there with an object-score
+head and replaces the masks of a slice it judges empty by a constant. Trained from scratch on
+the few thousand clips a CPU affords, that head did not learn to read the image (its output
+stayed constant), which either stopped propagation at the prompted slice or never stopped it.
+Its IoU head, which picks one of three candidate masks, stayed constant as well. Here the
+masks themselves learn the object's absence (every slice of a clip is scored, an empty target
+past the object's end), all three candidates learn the same mask (a lesion is no ambiguous
+prompt), the object-score head is trained to keep its gate open, and propagation ends where
+the masks do (the tracker stops after K empty slices). The loss reads the decoder's masks
+before that gate, so that a closed gate cannot cut their gradient.
 
 Optimisation (D7): AdamW with weight decay 0.01; lr 1e-4 for the trained SAM2 parts (``--lr``),
 1e-3 for the SRPP and BD heads (or ``--lr`` if higher); cosine schedule after a linear warm-up over the first 5 % of the steps;
@@ -105,7 +115,7 @@ class Sam2ClipForward(nn.Module):
             {"backbone_fpn": fpn, "vision_pos_enc": backbone["vision_pos_enc"]})
         depth = frames.shape[0]
         output_dict = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
-        seg, iou, present_loss, boundary, conditioned, predictions = [], [], [], [], [], []
+        seg, iou, gate, boundary, conditioned, predictions = [], [], [], [], [], []
         for t in range(depth):
             feats = [x[:, t:t + 1] for x in vision_feats]
             pos = [x[:, t:t + 1] for x in vision_pos]
@@ -127,16 +137,15 @@ class Sam2ClipForward(nn.Module):
             if mask_inputs is not None:
                 continue  # the ground-truth mask is the output there: nothing to learn
             target = masks[t:t + 1]
-            present = (target.flatten(1).sum(1) > 0).float()  # (1,)
             ungated = F.interpolate(decoder_masks[-1].float(), size=high_multi.shape[-2:], mode="bilinear",
                                     align_corners=False)
-            per_mask = binary_segmentation_loss(ungated, target)  # (1, M)
-            best = per_mask.argmin(dim=1, keepdim=True)
-            # Masks and IoU are learnt where the object is; its presence everywhere (as SAM2 does).
-            seg.append((per_mask.gather(1, best).squeeze(1) * present).sum())
-            iou.append((F.mse_loss(ious.float(), mask_iou(ungated.detach(), target), reduction="none")
-                        .mean(1) * present).sum())
-            present_loss.append(F.binary_cross_entropy_with_logits(object_score.float().reshape(-1), present))
+            # Every candidate mask learns the object (a lesion is no ambiguous prompt), and its
+            # absence too (an empty mask past its end): that is what propagation's early stop
+            # reads. The presence gate is trained open (see the module docstring).
+            seg.append(binary_segmentation_loss(ungated, target).mean())
+            iou.append(F.mse_loss(ious.float(), mask_iou(ungated.detach(), target), reduction="none").mean(1).sum())
+            score = object_score.float().reshape(-1)
+            gate.append(F.binary_cross_entropy_with_logits(score, torch.ones_like(score)))
             if boundary_logits is not None:
                 size = boundary_logits.shape[-2:]
                 low_target = (F.interpolate(target, size=size, mode="area") >= 0.5).float()
@@ -145,7 +154,7 @@ class Sam2ClipForward(nn.Module):
         if slice_order_reversed:
             features = features.flip(1)
         losses = {"seg": torch.stack(seg).mean(), "srpp": srpp_loss(self.model.srpp(features)),
-                  "iou": torch.stack(iou).mean(), "object": torch.stack(present_loss).mean(),
+                  "iou": torch.stack(iou).mean(), "object": torch.stack(gate).mean(),
                   "boundary": torch.stack(boundary).mean() if boundary else features.sum() * 0}
         total = (losses["seg"] + SRPP_WEIGHT * losses["srpp"] + BOUNDARY_WEIGHT * losses["boundary"]
                  + IOU_WEIGHT * losses["iou"] + OBJECT_SCORE_WEIGHT * losses["object"])

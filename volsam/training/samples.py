@@ -48,7 +48,7 @@ class AdapterSampling:
     ``intensity_shift``: largest random shift in z-score units (the official 20 HU / std).
     ``click_protocol``: "3dsam" (spec section 9, all foreground of the crop is the target) or
     "lesion" (the connected lesion at the crop's centre is the target, labelled positive and
-    negative clicks; crops are always centred on a lesion).
+    negative clicks; crops are always centred on a lesion, each lesion of a case equally often).
     """
 
     crop_size: int
@@ -131,9 +131,15 @@ def adapter_training_sample(case: CachedCase, sampling: AdapterSampling,
     """One augmented crop: image (c, c, c) float32, target (c, c, c) uint8, clicks (N, 3)
     (k, j, i) in the crop and their labels (N,) bool."""
     box_start, box_stop = (np.asarray(v) for v in case.body_box)
-    # Lesion-wise crops are always centred on a lesion, as inference centres its crop on a click.
-    foreground = 1.0 if sampling.click_protocol == "lesion" else sampling.foreground_probability
-    center = _pick_center(case, rng, foreground, box_start, box_stop)
+    if sampling.click_protocol == "lesion":
+        # Always centred on a lesion, as inference centres its crop on a click; every lesion
+        # equally often, as users click small ones as often as large ones (a random voxel
+        # would pick a 30 mm lesion 27 times as often as a 10 mm one).
+        lesion = case.lesions[rng.integers(len(case.lesions))] if case.has_foreground else None
+        center = (np.array(np.unravel_index(int(lesion[rng.integers(lesion.size)]), case.label.shape))
+                  if lesion is not None else _pick_center(case, rng, 0.0, box_start, box_stop))
+    else:
+        center = _pick_center(case, rng, sampling.foreground_probability, box_start, box_stop)
     center = center + rng.integers(-sampling.max_offset, sampling.max_offset + 1, size=3)
     linear = _random_linear_map(sampling.augmentation, rng)
     image = _resample_crop(case.image, center.astype(float), linear, sampling.crop_size, box_start, box_stop)
@@ -213,9 +219,10 @@ def sam2_clip_sample(case: CachedCase, sampling: ClipSampling, rng: np.random.Ge
     (D, rows, cols), the slice indices, and the prompt on the first slice (a centre click
     (x, y) = (column, row), or the object's mask there).
 
-    Without ``prompt_voxel``, a random foreground voxel picks the object (the lesion holding it)
-    and the prompt slice is drawn uniformly among the slices the object spans, so clips start
-    as often near an end of the object as in its middle and learn where it stops.
+    Without ``prompt_voxel``, a random lesion is the object (every lesion equally often, as
+    users prompt small ones as often as large ones), and the prompt slice is drawn uniformly
+    among the slices it spans near a random voxel of it, so clips start as often near an end of
+    the object as in its middle and learn where it stops.
     ``direction`` +1 runs up the k axis, -1 down.
     """
     depth = case.label.shape[0]
@@ -223,10 +230,10 @@ def sam2_clip_sample(case: CachedCase, sampling: ClipSampling, rng: np.random.Ge
     if prompt_voxel is None:
         if not case.has_foreground:
             raise ValueError(f"case {case.case_id} has no foreground to prompt")
-        seed = np.array(np.unravel_index(int(case.foreground[rng.integers(case.foreground.size)]), case.label.shape))
-        # The object is the lesion holding the voxel, traced within a slab around it only
-        # (labelling the whole volume for every clip would cost more than the clip).
-        # The slab holds every slice a clip starting within `length` slices of the voxel can reach.
+        lesion = case.lesions[rng.integers(len(case.lesions))]
+        seed = np.array(np.unravel_index(int(lesion[rng.integers(lesion.size)]), case.label.shape))
+        # The object's mask is traced within a slab around the seed only: the slab holds every
+        # slice a clip starting within `length` slices of the seed can reach.
         low, high = max(0, int(seed[0]) - 2 * length), min(depth, int(seed[0]) + 2 * length + 1)
         obj = component_at(np.asarray(case.label[low:high]) > 0, (int(seed[0]) - low, int(seed[1]), int(seed[2])))
         spanned = low + np.flatnonzero(obj.any(axis=(1, 2)))

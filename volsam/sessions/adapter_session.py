@@ -542,12 +542,13 @@ def apply_negative_rule(probability: np.ndarray, positives_dhw: np.ndarray, nega
     Crops are 1 mm isotropic, so crop-voxel distances are millimetres. Ties keep the voxel.
     """
     size = probability.shape
-    grid = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float32) for n in size], indexing="ij"), -1)
+    axes = [np.arange(n, dtype=np.float32) for n in size]
 
-    def nearest(points):
+    def nearest(points):  # squared distances summed per axis by broadcasting: no coordinate grid
         best = np.full(size, np.inf, np.float32)
-        for point in np.asarray(points, np.float32):
-            np.minimum(best, ((grid - point) ** 2).sum(-1), out=best)
+        for d, h, w in np.asarray(points, np.float32):
+            squared = ((axes[0] - d) ** 2)[:, None, None] + ((axes[1] - h) ** 2)[None, :, None] + ((axes[2] - w) ** 2)
+            np.minimum(best, squared, out=best)
         return best
 
     removed = nearest(negatives_dhw) < nearest(positives_dhw)

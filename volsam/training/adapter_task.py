@@ -25,7 +25,7 @@ from .cache import CachedCases
 from .config import ADAPTER_LEARNING_RATE, TrainingConfig
 from .losses import adapter_loss, foreground_dice_loss, hard_dice
 from .samples import AdapterSampling, adapter_training_sample, adapter_validation_sample
-from .task import OptimizerGroup, TrainingTask, ValidationResult, checkpoint_forward
+from .task import OptimizerGroup, TrainingTask, checkpoint_forward
 
 #: Seed of the fixed validation crops and clicks (the same every epoch, so epochs compare).
 VALIDATION_SEED = 12345
@@ -127,27 +127,13 @@ class AdapterTask(TrainingTask):
         return loss, {"loss": float(loss.detach())}
 
     # --- validation ------------------------------------------------------------------------------
-    def validation_samples(self) -> list[dict]:
-        if self._validation is None:
-            self._validation = [adapter_validation_sample(case, self.sampling,
-                                                          np.random.default_rng([VALIDATION_SEED, index]))
-                                for index, case in enumerate(self.validation_cases)]
-        return self._validation
+    def validation_sample(self, index: int, case) -> dict:
+        return adapter_validation_sample(case, self.sampling, np.random.default_rng([VALIDATION_SEED, index]))
 
-    def validate(self, device, progress: bool) -> ValidationResult:
-        from tqdm import tqdm
-
-        losses, dices = [], []
-        self.model.eval()
-        with torch.no_grad():
-            for sample in tqdm(self.validation_samples(), desc="validation", unit="case", leave=False,
-                               disable=not progress):
-                crop, target, points, labels = self._tensors(sample, device)
-                logits = self.training_module(crop, points, labels).float()
-                losses.append(float(foreground_dice_loss(logits, target).mean()))
-                dices.append(hard_dice(logits.argmax(1), target))
-        self.model.train()
-        return ValidationResult(float(np.mean(losses)), float(np.mean(dices)))
+    def validation_scores(self, sample: dict, device) -> tuple[float, float]:
+        crop, target, points, labels = self._tensors(sample, device)
+        logits = self.training_module(crop, points, labels).float()
+        return float(foreground_dice_loss(logits, target).mean()), hard_dice(logits.argmax(1), target)
 
     # --- checkpoints -------------------------------------------------------------------------------
     @property

@@ -46,7 +46,7 @@ from .losses import (
     mask_iou,
 )
 from .samples import ClipSampling, sam2_clip_sample
-from .task import OptimizerGroup, TrainingTask, ValidationResult, checkpoint_forward
+from .task import OptimizerGroup, TrainingTask, checkpoint_forward
 
 VALIDATION_SEED = 12345
 WEIGHT_DECAY = 0.01
@@ -163,6 +163,7 @@ class Sam2ClipForward(nn.Module):
 
 class Sam2Task(TrainingTask):
     schedule = "step_cosine"
+    validation_unit = "clip"
 
     def __init__(self, config: TrainingConfig, train_cases: CachedCases, validation_cases: CachedCases,
                  sampling: ClipSampling, device):
@@ -233,26 +234,13 @@ class Sam2Task(TrainingTask):
         (total, parts, _), _ = self._run(module, sample, device)
         return total, {"loss": float(total.detach()), **parts}
 
-    def validation_samples(self) -> list[dict]:
-        if self._validation is None:
-            self._validation = [sam2_clip_sample(case, self.sampling, np.random.default_rng([VALIDATION_SEED, index]),
-                                                 direction=1 if index % 2 == 0 else -1, mask_prompt=False)
-                                for index, case in enumerate(self.validation_cases)]
-        return self._validation
+    def validation_sample(self, index: int, case) -> dict:
+        return sam2_clip_sample(case, self.sampling, np.random.default_rng([VALIDATION_SEED, index]),
+                                direction=1 if index % 2 == 0 else -1, mask_prompt=False)
 
-    def validate(self, device, progress: bool) -> ValidationResult:
-        from tqdm import tqdm
-
-        losses, dices = [], []
-        self.model.eval()
-        with torch.no_grad():
-            for sample in tqdm(self.validation_samples(), desc="validation", unit="clip", leave=False,
-                               disable=not progress):
-                (_, parts, predicted), masks = self._run(self.training_module, sample, device)
-                losses.append(parts["seg"])
-                dices.append(hard_dice(predicted > 0, masks > 0))
-        self.model.train()
-        return ValidationResult(float(np.mean(losses)), float(np.mean(dices)))
+    def validation_scores(self, sample: dict, device) -> tuple[float, float]:
+        (_, parts, predicted), masks = self._run(self.training_module, sample, device)
+        return parts["seg"], hard_dice(predicted > 0, masks > 0)
 
     def save(self, path: Path, provenance: dict) -> Path:
         from ..models.sam2_3dmed.checkpoint import save_checkpoint

@@ -35,6 +35,10 @@ class TrainingTask(ABC):
     training_module = None
     #: optimizer steps share one learning-rate schedule per task: "epoch_linear" or "step_cosine"
     schedule = "epoch_linear"
+    #: what one validation sample is called in the progress bar
+    validation_unit = "case"
+    validation_cases: list  # set by each task: the cases validated on
+    _validation: list[dict] | None = None
 
     @abstractmethod
     def optimizer_groups(self) -> list[OptimizerGroup]:
@@ -58,8 +62,34 @@ class TrainingTask(ABC):
         """(total loss tensor, {name: float}) for one sample, through ``module``'s forward."""
 
     @abstractmethod
+    def validation_sample(self, index: int, case) -> dict:
+        """The fixed validation sample of validation case number ``index``."""
+
+    @abstractmethod
+    def validation_scores(self, sample: dict, device) -> tuple[float, float]:
+        """(loss, hard Dice) of one validation sample; called without gradients, in eval mode."""
+
+    def validation_samples(self) -> list[dict]:
+        """The validation samples, drawn once (the same every epoch)."""
+        if self._validation is None:
+            self._validation = [self.validation_sample(index, case) for index, case in enumerate(self.validation_cases)]
+        return self._validation
+
     def validate(self, device, progress: bool) -> ValidationResult:
         """Validation on the fixed validation samples, without gradients."""
+        import torch
+        from tqdm import tqdm
+
+        losses, dices = [], []
+        self.model.eval()
+        with torch.no_grad():
+            for sample in tqdm(self.validation_samples(), desc="validation", unit=self.validation_unit, leave=False,
+                               disable=not progress):
+                loss, dice = self.validation_scores(sample, device)
+                losses.append(loss)
+                dices.append(dice)
+        self.model.train()
+        return ValidationResult(float(np.mean(losses)), float(np.mean(dices)))
 
     @abstractmethod
     def save(self, path: Path, provenance: dict) -> Path:

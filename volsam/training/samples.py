@@ -16,8 +16,8 @@ SAM2-3dMed clips (spec D7): ``clip_length`` consecutive slices, starting at a pr
 that shows the object (drawn uniformly among the slices the object spans) and running up or
 down the volume (either direction, so propagation is learnt both ways). The object is the
 connected lesion holding the prompt; its masks on the clip's slices are the targets (empty
-past its end, which teaches propagation to stop). The prompt is the centre click of the object on the first slice
-or, with probability ``mask_prompt_probability``, its ground-truth mask there.
+past its end, which teaches propagation to stop). The prompt is the centre click of the object
+on the first slice or, with probability ``mask_prompt_probability``, its ground-truth mask there.
 """
 
 from __future__ import annotations

@@ -71,6 +71,33 @@ def test_first_cases_do_not_depend_on_the_case_count(tmp_path):
     assert one["cases"]["phantom_000"] == two["cases"]["phantom_000"]
 
 
+def test_a_failure_part_way_leaves_no_half_dataset(tmp_path, monkeypatch):
+    import volsam.phantoms as phantoms
+
+    made = []
+
+    def fail_on_the_second(seed, config):
+        if made:
+            raise RuntimeError("disk full")
+        made.append(seed)
+        return make_phantom(seed, config)
+
+    monkeypatch.setattr(phantoms, "make_phantom", fail_on_the_second)
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_phantom_dataset(tmp_path / "data", cases=2, seed=3, config=SMALL)
+    assert made and sorted(p.name for p in (tmp_path / "data").rglob("*")) == []
+
+
+def test_a_lesion_rim_reaching_the_border_is_clipped_there():
+    # Case (3, 149) of the default grid places a lesion whose rim's whole voxels reach one
+    # voxel past the volume's first slice; stamping it used to fail with an IndexError.
+    _, labels, info = make_phantom((3, 149))
+    components, diameters = lesion_components(labels, (1.5, 1.5, 2.5))
+    assert len(diameters) == len(info.lesions) == 2
+    for lesion in info.lesions:
+        assert components[lesion.center_ijk[::-1]] > 0
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_lesions_match_their_info_and_sit_inside_organs(seed):
     image, labels, info = make_phantom(seed, SMALL)

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -228,26 +230,37 @@ def write_phantom_dataset(out_dir, cases: int, seed: int = 0,
     if int(cases) != cases or cases < 1:
         raise ValueError(f"cases must be a whole number >= 1, got {cases!r}")
     out_dir = Path(out_dir)
-    (out_dir / "imagesTr").mkdir(parents=True, exist_ok=True)
-    (out_dir / "labelsTr").mkdir(parents=True, exist_ok=True)
-    infos = {}
-    for index in range(int(cases)):
-        image, labels, info = make_phantom((seed, index), config)
-        name = case_id(index)
-        write_image(image, out_dir / "imagesTr" / f"{name}_0000{FILE_ENDING}")
-        write_mask(labels.array, labels, out_dir / "labelsTr" / f"{name}{FILE_ENDING}")
-        infos[name] = info.to_dict()
-    dataset = {
-        "name": "VolumetricSAM phantoms",
-        "description": "Synthetic CT-like phantoms with organ and tumour labels (volsam.phantoms)",
-        "channel_names": {"0": "CT"},
-        "labels": DATASET_LABELS,
-        "numTraining": int(cases),
-        "file_ending": FILE_ENDING,
-    }
-    phantoms = {"seed": seed, "config": asdict(config), "cases": infos}
-    (out_dir / "dataset.json").write_text(json.dumps(dataset, indent=2) + "\n")
-    (out_dir / PHANTOMS_JSON).write_text(json.dumps(phantoms, indent=2) + "\n")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # Everything is written into a staging folder first and moved in at the end, so a failure
+    # part way leaves no half dataset behind.
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".staging-") as staging:
+        staging = Path(staging)
+        for sub in ("imagesTr", "labelsTr"):
+            (staging / sub).mkdir()
+        infos = {}
+        for index in range(int(cases)):
+            image, labels, info = make_phantom((seed, index), config)
+            name = case_id(index)
+            write_image(image, staging / "imagesTr" / f"{name}_0000{FILE_ENDING}")
+            write_mask(labels.array, labels, staging / "labelsTr" / f"{name}{FILE_ENDING}")
+            infos[name] = info.to_dict()
+        dataset = {
+            "name": "VolumetricSAM phantoms",
+            "description": "Synthetic CT-like phantoms with organ and tumour labels (volsam.phantoms)",
+            "channel_names": {"0": "CT"},
+            "labels": DATASET_LABELS,
+            "numTraining": int(cases),
+            "file_ending": FILE_ENDING,
+        }
+        phantoms = {"seed": seed, "config": asdict(config), "cases": infos}
+        (staging / "dataset.json").write_text(json.dumps(dataset, indent=2) + "\n")
+        (staging / PHANTOMS_JSON).write_text(json.dumps(phantoms, indent=2) + "\n")
+        for sub in ("imagesTr", "labelsTr"):
+            (out_dir / sub).mkdir(exist_ok=True)
+            for path in sorted((staging / sub).iterdir()):
+                os.replace(path, out_dir / sub / path.name)
+        for name in ("dataset.json", PHANTOMS_JSON):  # last: they mark the dataset complete
+            os.replace(staging / name, out_dir / name)
     return phantoms
 
 
@@ -502,9 +515,15 @@ def _stamp_lesion(lesion: _VoxelisedLesion, center_kji, number: int, host: int, 
     """Write the lesion into lesion_id and grow its host organ over a rim around it."""
     rim_voxels = np.ceil(rim_mm / grid.spacing_kji).astype(int)
     half = lesion.half_box_kji + rim_voxels
-    box = tuple(slice(c - h, c + h + 1) for c, h in zip(center_kji, half))
     mask = np.pad(lesion.mask, [(r, r) for r in rim_voxels])
     rim = ~mask & (ndimage.distance_transform_edt(~mask, sampling=grid.spacing_kji) <= rim_mm)
+    # The rim's whole voxels can reach one voxel past the placement margin: clip at the border.
+    start = np.asarray(center_kji) - half
+    stop = np.asarray(center_kji) + half + 1
+    low, high = np.maximum(start, 0), np.minimum(stop, grid.shape_kji)
+    box = tuple(slice(int(a), int(b)) for a, b in zip(low, high))
+    inside = tuple(slice(int(a), int(b)) for a, b in zip(low - start, high - start))
+    mask, rim = mask[inside], rim[inside]
     lesion_id[box][mask] = number
     organ_id[box][rim & body.soft[box] & (lesion_id[box] == 0)] = host
     organ_id[box][mask] = host

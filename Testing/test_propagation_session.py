@@ -112,7 +112,7 @@ def test_more_clicks_on_a_slice_accumulate(present_model):
     session, _volume, _buffer = open_session(present_model)
     session.add_point(ijk(14, 12, 4), space="ijk")
     session.add_point(ijk(3, 3, 4), positive=False, space="ijk")
-    confirmed = session._interactions.confirmed[4]
+    confirmed = session._prompts.confirmed[4]
     assert confirmed.prompt.labels.tolist() == [1, 0]
     assert session.confirmed_slices == (4,)
 
@@ -230,7 +230,7 @@ def test_ras_prompts_and_box(tiny_model):
     a, b = volume.ijk_to_ras_points(ijk(8, 6, 2)), volume.ijk_to_ras_points(ijk(20, 18, 2))
     session.add_box(a, b)
     assert session.confirmed_slices == (2, 6)
-    np.testing.assert_allclose(session._interactions.confirmed[2].prompt.box_xyxy, [8, 6, 20, 18], atol=1e-9)
+    np.testing.assert_allclose(session._prompts.confirmed[2].prompt.box_xyxy, [8, 6, 20, 18], atol=1e-9)
 
 
 # --- bad input ------------------------------------------------------------------------------------

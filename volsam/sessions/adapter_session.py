@@ -39,7 +39,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..geometry import Box, Volume, union_boxes
-from .history import MaskHistory, UndoResult
+from .base import UndoableSession, check_target_buffer
+from .history import MaskHistory
 
 logger = logging.getLogger(__name__)
 
@@ -167,7 +168,7 @@ def _sample_trilinear(array, index_kji_axes, pad_value=None):
     return sampled
 
 
-class AdapterSession:
+class AdapterSession(UndoableSession):
     """Click-to-3D segmentation of one volume with a 3DSAM-adapter model.
 
     Typical use::
@@ -195,7 +196,7 @@ class AdapterSession:
         self.uses_labels = bool(getattr(self.predictor.model, "has_point_labels", False))
         self.volume: Volume | None = None
         self._history: MaskHistory | None = None
-        self._state = SessionState()
+        self._prompts = SessionState()
         self._embeddings: OrderedDict = OrderedDict()
         self.timings: dict[str, float] = {}
 
@@ -214,21 +215,15 @@ class AdapterSession:
         self.volume = volume
         self._embeddings.clear()
         buffer = np.zeros(volume.shape_kji, np.uint8) if target_buffer is None else target_buffer
-        self._check_buffer(buffer)
+        check_target_buffer(buffer, self.volume)
         self._history = MaskHistory(buffer)
-        self._state = SessionState()
+        self._prompts = SessionState()
 
     def set_target_buffer(self, buffer: np.ndarray) -> None:
         """Write results into ``buffer`` (uint8, the volume's (k, j, i) shape) from now on; history restarts."""
         self._require_volume()
-        self._check_buffer(buffer)
+        check_target_buffer(buffer, self.volume)
         self._history = MaskHistory(buffer)
-
-    def _check_buffer(self, buffer: np.ndarray) -> None:
-        if not isinstance(buffer, np.ndarray) or buffer.dtype != np.uint8 or buffer.shape != self.volume.shape_kji:
-            raise ValueError(f"the target buffer must be a uint8 array of the volume's (k, j, i) shape "
-                             f"{self.volume.shape_kji}, got {getattr(buffer, 'dtype', type(buffer).__name__)} "
-                             f"{getattr(buffer, 'shape', '')}")
 
     def _require_volume(self) -> None:
         if self.volume is None:
@@ -241,12 +236,12 @@ class AdapterSession:
 
     @property
     def state(self) -> SessionState:
-        return self._state
+        return self._prompts
 
     @property
     def crop_boxes(self) -> list[Box]:
         """Volume boxes of the open crops, oldest first (for display)."""
-        return [self._grid(crop).volume_box(self.volume.shape_kji) for crop in self._state.crops]
+        return [self._grid(crop).volume_box(self.volume.shape_kji) for crop in self._prompts.crops]
 
     # --- prompts ----------------------------------------------------------------------------------
     def add_point(self, ras, positive: bool = True) -> Box | None:
@@ -260,14 +255,14 @@ class AdapterSession:
         clicks = [self._click(p, True) for p in positives] + [self._click(p, False) for p in negatives]
         if not clicks:
             raise ValueError("no clicks given")
-        self._history.begin("clicks", self._state)
+        self._history.begin("clicks", self._prompts)
         if self.options.mode == "paper":  # one crop around all clicks: predict once
-            self._state = replace(self._state, clicks=self._state.clicks + tuple(clicks))
+            self._prompts = replace(self._prompts, clicks=self._prompts.clicks + tuple(clicks))
             self._run_paper()
         else:
             for click in clicks:
                 self._run_interactive(click)
-        return self._history.end(self._state)
+        return self._history.end(self._prompts)
 
     def _click(self, ras, positive: bool) -> Click:
         point = np.asarray(ras, dtype=np.float64).reshape(-1)
@@ -281,38 +276,12 @@ class AdapterSession:
         return Click(tuple(float(v) for v in point), bool(positive))
 
     # --- undo / redo / reset ----------------------------------------------------------------------
-    def undo(self) -> Box | None:
-        """Go back one step (click or reset); returns the changed box, or None."""
-        self._require_volume()
-        return self._restore(self._history.undo_with_state())
+    def _no_prompts(self) -> SessionState:
+        return SessionState()
 
-    def redo(self) -> Box | None:
-        self._require_volume()
-        return self._restore(self._history.redo_with_state())
-
-    def _restore(self, step: UndoResult | None) -> Box | None:
-        if step is None:
-            return None
-        self._state = step.state
-        return step.box
-
-    @property
-    def can_undo(self) -> bool:
-        return self._history is not None and self._history.can_undo
-
-    @property
-    def can_redo(self) -> bool:
-        return self._history is not None and self._history.can_redo
-
-    def reset(self) -> Box | None:
-        """Forget all clicks and crops and clear the mask (an undoable step)."""
-        self._require_volume()
-        self._history.begin("reset", self._state)
-        box = Box.from_mask(self._history.buffer)
-        if box is not None:
-            self._history.commit(np.zeros(box.shape, np.uint8), box)
-        self._state = SessionState()
-        return self._history.end(self._state)
+    def _require_history(self) -> MaskHistory:
+        self._require_volume()  # set_volume always sets a buffer and its history
+        return self._history
 
     # --- crops ------------------------------------------------------------------------------------
     def _grid(self, crop: CropState) -> CropGrid:
@@ -345,7 +314,7 @@ class AdapterSession:
         """Run the model on one crop with its seeds and the session's negative clicks."""
         grid = self._grid(crop)
         positives = [self.volume.ras_to_ijk_points(np.array(p)) for p in crop.seeds]
-        negatives = [self.volume.ras_to_ijk_points(np.array(c.ras)) for c in self._state.clicks if not c.positive]
+        negatives = [self.volume.ras_to_ijk_points(np.array(c.ras)) for c in self._prompts.clicks if not c.positive]
         positives_dhw = grid.ijk_to_crop(np.array(positives))
         negatives_dhw = grid.ijk_to_crop(np.array(negatives)) if negatives else np.zeros((0, 3))
         embedding = self._embedding(crop)
@@ -390,9 +359,9 @@ class AdapterSession:
 
     # --- modes ------------------------------------------------------------------------------------
     def _run_interactive(self, click: Click) -> None:
-        self._state = replace(self._state, clicks=self._state.clicks + (click,))
+        self._prompts = replace(self._prompts, clicks=self._prompts.clicks + (click,))
         ijk = self.volume.ras_to_ijk_points(np.array(click.ras))
-        crops = list(self._state.crops)
+        crops = list(self._prompts.crops)
         containing = [n for n, crop in enumerate(crops) if self._grid(crop).contains_ijk(ijk)]
         if containing:
             index = containing[-1]  # the most recent crop holding the click keeps it
@@ -407,7 +376,7 @@ class AdapterSession:
         else:
             logger.info("negative click outside every crop: kept for later predictions")
             return
-        self._state = replace(self._state, crops=tuple(crops))
+        self._prompts = replace(self._prompts, crops=tuple(crops))
         if not target.seeds:
             return  # a crop with negative clicks only predicts nothing
         # A click re-predicts its crop, which then wins inside its extent (growth crops too).
@@ -415,7 +384,7 @@ class AdapterSession:
         self._grow(target, probability)
 
     def _run_paper(self) -> None:
-        clicks = self._state.clicks
+        clicks = self._prompts.clicks
         if not any(c.positive for c in clicks):
             return
         spacing = self.volume.spacing
@@ -424,7 +393,7 @@ class AdapterSession:
         center_mm = np.floor((lattice.max(0) + lattice.min(0)) / 2)
         crop = CropState(tuple(float(v) for v in center_mm / spacing),
                          tuple(c.ras for c in clicks if c.positive))
-        self._state = replace(self._state, crops=(crop,))
+        self._prompts = replace(self._prompts, crops=(crop,))
         # The official test crops on the 1 mm grid: clicks sit on whole crop voxels.
         grid = self._grid(crop)
         positives_dhw = np.array([self._lattice_crop(grid, c.ras) for c in clicks if c.positive])
@@ -466,12 +435,12 @@ class AdapterSession:
                 if self._covered(candidate, crop):
                     continue  # another crop already covers that side
                 budget -= 1
-                self._state = replace(self._state, crops=self._state.crops + (candidate,))
+                self._prompts = replace(self._prompts, crops=self._prompts.crops + (candidate,))
                 queue.append((candidate, self._apply_crop(candidate, union=True)))
 
     def _covered(self, candidate: CropState, parent: CropState) -> bool:
         seeds = self.volume.ras_to_ijk_points(np.array(candidate.seeds)).mean(0)
-        for other in self._state.crops:
+        for other in self._prompts.crops:
             if np.all(np.abs(np.subtract(candidate.center_ijk, other.center_ijk)) * self.volume.spacing
                       < self.crop_size / 4):
                 return True

@@ -37,9 +37,15 @@ from ..geometry import Box, Volume, union_boxes
 from ..models.sam2_3dmed.frames import IntensityConfig
 from ..models.sam2_3dmed.memory import SliceMemory
 from ..models.sam2_3dmed.slicing import SlicePlane, slice_axis_for
-from ..models.sam2_3dmed.tracker import SlicePrompt, SliceTracker, TrackerConfig, VolumeTrackingState
+from ..models.sam2_3dmed.tracker import (
+    SlicePrompt,
+    SliceTracker,
+    TrackerConfig,
+    VolumeTrackingState,
+)
 from ..prompts import box_prompt, point_prompt
-from .history import MaskHistory, UndoResult
+from .base import UndoableSession, check_target_buffer
+from .history import MaskHistory
 
 if TYPE_CHECKING:
     import torch
@@ -101,7 +107,7 @@ class _Interactions:
     pending: frozenset[int] = frozenset()
 
 
-class PropagationSession:
+class PropagationSession(UndoableSession):
     """Interactive SAM2-3dMed segmentation of one volume into a caller-owned buffer."""
 
     def __init__(self, model: SAM2ThreeDMed, config: PropagationSessionConfig | None = None):
@@ -112,7 +118,7 @@ class PropagationSession:
         self._plane: SlicePlane | None = None
         self._state: VolumeTrackingState | None = None
         self._history: MaskHistory | None = None
-        self._interactions = _Interactions()
+        self._prompts = _Interactions()
         self._cancel = threading.Event()
 
     # --- volume and buffer ----------------------------------------------------------------------
@@ -128,7 +134,7 @@ class PropagationSession:
         axis = slice_axis_for(volume, direction)
         self._check_slice_count(volume, axis)
         buffer = np.zeros(volume.shape_kji, dtype=np.uint8) if target_buffer is None else target_buffer
-        self._check_buffer(buffer, volume)
+        check_target_buffer(buffer, volume)
         self._volume = volume
         self._value_range = intensity.value_range(volume.array)
         self._history = MaskHistory(buffer, self.config.max_undo_steps)
@@ -138,16 +144,9 @@ class PropagationSession:
         """Write results into ``buffer`` (caller-owned uint8, the volume's (k, j, i) shape) from
         now on; prompts and history restart."""
         volume = self._require_volume()
-        self._check_buffer(buffer, volume)
+        check_target_buffer(buffer, volume)
         self._history = MaskHistory(buffer, self.config.max_undo_steps)
         self._forget_interactions()
-
-    @staticmethod
-    def _check_buffer(buffer, volume: Volume) -> None:
-        if not isinstance(buffer, np.ndarray) or buffer.dtype != np.uint8 or buffer.shape != volume.shape_kji:
-            raise ValueError(f"the target buffer must be a uint8 array of the volume's (k, j, i) shape "
-                             f"{volume.shape_kji}, got {getattr(buffer, 'dtype', type(buffer).__name__)} "
-                             f"{getattr(buffer, 'shape', '')}")
 
     @property
     def result(self) -> np.ndarray:
@@ -165,12 +164,12 @@ class PropagationSession:
 
     @property
     def confirmed_slices(self) -> tuple[int, ...]:
-        return tuple(sorted(self._interactions.confirmed))
+        return tuple(sorted(self._prompts.confirmed))
 
     @property
     def pending_slices(self) -> tuple[int, ...]:
         """Confirmed slices prompted since the last completed propagation."""
-        return tuple(sorted(self._interactions.pending))
+        return tuple(sorted(self._prompts.pending))
 
     # --- prompts --------------------------------------------------------------------------------
     def add_point(self, coordinates, positive: bool = True, space: str = "ras", view_normal=None) -> Box | None:
@@ -215,7 +214,7 @@ class PropagationSession:
                 raise ValueError(f"the points lie on slice {click_slice} but the box on slice {slice_index} "
                                  f"(axis {plane.axis_name}); all prompts of one interaction lie on one slice")
             slice_index = click_slice
-        earlier = self._interactions.confirmed.get(slice_index)
+        earlier = self._prompts.confirmed.get(slice_index)
         if earlier is not None and earlier.prompt.mask is None:
             xy = np.concatenate([earlier.prompt.points_xy, xy])
             labels = np.concatenate([earlier.prompt.labels, labels])
@@ -242,13 +241,13 @@ class PropagationSession:
 
     def _apply_prompt(self, slice_index: int, prompt: SlicePrompt, history: MaskHistory) -> Box | None:
         plane, state = self._require_plane(), self._state
-        earlier = self._interactions.confirmed.get(slice_index)
+        earlier = self._prompts.confirmed.get(slice_index)
         previous_logits = earlier.mask_logits if earlier is not None else None
         previous_mask = None if earlier is not None else plane.take(history.buffer, slice_index)
         # The tracker reads the confirmed slices from its state; keep it equal to ours.
-        state.conditioning = {t: c.memory for t, c in self._interactions.confirmed.items()}
+        state.conditioning = {t: c.memory for t, c in self._prompts.confirmed.items()}
         result = self.tracker.predict_prompt(state, slice_index, prompt, previous_logits, previous_mask)
-        before = self._interactions
+        before = self._prompts
         confirmed = dict(before.confirmed)
         confirmed[slice_index] = _ConfirmedSlice(prompt, result.memory, result.mask_logits)
         # A mask the user drew is written as drawn; SAM2 would return it through its
@@ -256,8 +255,8 @@ class PropagationSession:
         written = prompt.mask if prompt.mask is not None else result.mask
         history.begin("prompt", before)
         history.commit(plane.as_slab(written.astype(np.uint8)), plane.slab_box(slice_index, slice_index + 1))
-        self._interactions = _Interactions(confirmed, before.pending | {slice_index})
-        return history.end(self._interactions)  # a step even when no voxel changed
+        self._prompts = _Interactions(confirmed, before.pending | {slice_index})
+        return history.end(self._prompts)  # a step even when no voxel changed
 
     # --- propagation ----------------------------------------------------------------------------
     def propagate(self, progress: ProgressCallback | None = None) -> PropagationOutcome:
@@ -288,7 +287,7 @@ class PropagationSession:
         runs = self._plan()
         total = sum(len(range(start + d, stop, d)) for start, d, stop in runs)
         self._cancel.clear()
-        before = self._interactions
+        before = self._prompts
         state.conditioning = {t: c.memory for t, c in before.confirmed.items()}
         done = 0
         history.begin("propagate", before)
@@ -312,15 +311,15 @@ class PropagationSession:
                         return
         finally:
             if done == total and before.pending:  # completed: the pending slices are done
-                self._interactions = _Interactions(before.confirmed)
-                history.end(self._interactions)
+                self._prompts = _Interactions(before.confirmed)
+                history.end(self._prompts)
             else:  # the prompts stay as they were: a step only if voxels changed
                 history.end()
 
     def _plan(self) -> list[tuple[int, int, int]]:
         """Runs (start, direction, stop) covering the gaps next to pending confirmed slices."""
-        confirmed = sorted(self._interactions.confirmed)
-        pending = self._interactions.pending
+        confirmed = sorted(self._prompts.confirmed)
+        pending = self._prompts.pending
         bounds = [-1, *confirmed, self._require_plane().num_slices]
         runs = []
         for low, high in itertools.pairwise(bounds):
@@ -346,39 +345,11 @@ class PropagationSession:
         return history.commit(plane.as_slab(values), plane.slab_box(slice_index, slice_index + 1))
 
     # --- undo, redo, reset ------------------------------------------------------------------------
-    def undo(self) -> Box | None:
-        """Undo the last prompt, propagation or reset; returns the changed box, or None."""
-        return self._restore(self._require_history().undo_with_state())
-
-    def redo(self) -> Box | None:
-        return self._restore(self._require_history().redo_with_state())
-
-    def _restore(self, step: UndoResult | None) -> Box | None:
-        if step is None:
-            return None
-        self._interactions = step.state
-        return step.box
-
-    @property
-    def can_undo(self) -> bool:
-        return self._history is not None and self._history.can_undo
-
-    @property
-    def can_redo(self) -> bool:
-        return self._history is not None and self._history.can_redo
-
-    def reset(self) -> Box | None:
-        """Forget all prompts and clear the buffer (an undoable step); returns the box cleared."""
-        history = self._require_history()
-        history.begin("reset", self._interactions)
-        box = Box.from_mask(history.buffer)
-        if box is not None:
-            history.commit(np.zeros(box.shape, np.uint8), box)
-        self._interactions = _Interactions()
-        return history.end(self._interactions)
+    def _no_prompts(self) -> _Interactions:
+        return _Interactions()
 
     def _forget_interactions(self) -> None:
-        self._interactions = _Interactions()
+        self._prompts = _Interactions()
         if self._history is not None:
             self._history.clear()
         if self._state is not None:
@@ -393,7 +364,7 @@ class PropagationSession:
         axis = slice_axis_for(volume, np.asarray(view_normal, dtype=np.float64))
         if axis == self._require_plane().index_axis:
             return
-        if self._interactions.confirmed:
+        if self._prompts.confirmed:
             raise ValueError(f"this prompt was made in a view across voxel axis {'ijk'[axis]}, but the session's "
                              f"prompts lie on slices across axis {self._plane.axis_name}; reset the session "
                              "to prompt in another view")

@@ -3,6 +3,8 @@ undo, redo and reset, each of which restores the prompts together with the mask.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import numpy as np
 
 from ..geometry import Box, Volume
@@ -17,7 +19,7 @@ def check_target_buffer(buffer, volume: Volume) -> None:
                          f"{getattr(buffer, 'shape', '')}")
 
 
-class UndoableSession:
+class UndoableSession(ABC):
     """Base of the sessions. A subclass keeps its prompts in one immutable object,
     ``_prompts``, which every history step records, says what no prompts are
     (:meth:`_no_prompts`), and gives its history once a volume is open (:meth:`_require_history`)."""
@@ -25,11 +27,13 @@ class UndoableSession:
     _history: MaskHistory | None = None
     _prompts: object = None
 
+    @abstractmethod
     def _no_prompts(self):
-        raise NotImplementedError
+        """The prompts of a session that has none."""
 
+    @abstractmethod
     def _require_history(self) -> MaskHistory:
-        raise NotImplementedError
+        """The history, or a clear error when no volume is open."""
 
     def undo(self) -> Box | None:
         """Undo the last step (a prompt, a propagation or a reset); returns the changed box, or None."""

@@ -118,7 +118,7 @@ class PropagationSession(UndoableSession):
         self._plane: SlicePlane | None = None
         self._state: VolumeTrackingState | None = None
         self._history: MaskHistory | None = None
-        self._prompts = _Interactions()
+        self._prompts = self._no_prompts()
         self._cancel = threading.Event()
 
     # --- volume and buffer ----------------------------------------------------------------------
@@ -349,7 +349,7 @@ class PropagationSession(UndoableSession):
         return _Interactions()
 
     def _forget_interactions(self) -> None:
-        self._prompts = _Interactions()
+        self._prompts = self._no_prompts()
         if self._history is not None:
             self._history.clear()
         if self._state is not None:

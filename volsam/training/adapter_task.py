@@ -84,7 +84,6 @@ class AdapterTask(TrainingTask):
                 parameter.requires_grad_(True)
         self.model = model.to(device)
         self.training_module = AdapterTrainingForward(self.model)
-        self._validation = None
 
     # --- optimisation -----------------------------------------------------------------------------
     def optimizer_groups(self) -> list[OptimizerGroup]:

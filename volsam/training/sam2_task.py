@@ -188,7 +188,6 @@ class Sam2Task(TrainingTask):
         self.model = model.to(device).train()
         self.training_module = Sam2ClipForward(self.model, config.train_encoder)
         self.image_size = int(model.image_size)
-        self._validation = None
 
     @property
     def contents(self) -> str:

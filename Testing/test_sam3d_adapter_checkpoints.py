@@ -137,7 +137,7 @@ def test_wrong_files_name_the_expected_format(tmp_path):
         from_checkpoint(tmp_path / "sam_vit_h.pth")
 
     with open(tmp_path / "object.pkl", "wb") as handle:
-        pickle.dump({"model": CheckpointError("a class instance")}, handle)
+        pickle.dump({"model": CheckpointError("a class instance")}, handle, protocol=2)  # torch.save's protocol
     with pytest.raises(CheckpointError, match=r"refusing to load.*volsam\.weights\.loading\.CheckpointError"):
         load_model(tmp_path / "object.pkl")
 

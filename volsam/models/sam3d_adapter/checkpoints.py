@@ -46,6 +46,10 @@ SAM_HELP = "SAM ViT-B (sam_vit_b_01ec64.pth: a state dict with image_encoder.*, 
 _BUFFER_SUFFIXES = ("attn_mask", "positional_encoding_gaussian_matrix")
 
 
+class SamEncoderMissing(CheckpointError):
+    """A project checkpoint saved without SAM's frozen encoder tensors, and no SAM ViT-B given."""
+
+
 def _loaded(source) -> LoadedCheckpoint:
     return source if isinstance(source, LoadedCheckpoint) else load_checkpoint(Path(source))
 
@@ -296,7 +300,7 @@ def from_checkpoint(source, patch_path: str = "folded", device=None, sam=None) -
                    if _frozen_sam_key(k) and k not in state]
     if without_sam:
         if sam is None:
-            raise CheckpointError(f"{loaded.path}: holds only the tuned tensors ({len(without_sam)} frozen SAM tensors "
+            raise SamEncoderMissing(f"{loaded.path}: holds only the tuned tensors ({len(without_sam)} frozen SAM tensors "
                                   f"left out); give the SAM ViT-B checkpoint too ({SAM_HELP})")
         donor = from_sam(sam, config).state_dict()
         state.update({k: donor[k] for k in without_sam})

@@ -23,7 +23,7 @@ vtk = pytest.importorskip("vtk")
 
 from conftest import rotation  # noqa: E402
 from conftest_controller import StandInMethod  # noqa: E402
-from test_mrml_session import paint, raw_labelmap, same_segment_contents  # noqa: E402
+from conftest_mrml import paint, raw_labelmap, same_segment_contents  # noqa: E402
 
 from volsam.geometry import Box, Volume  # noqa: E402
 from volsam.methods import WeightsChoice  # noqa: E402
@@ -268,22 +268,20 @@ def test_cancel_stops_a_propagation_and_keeps_what_was_done_as_one_step(controll
     controller.wait_idle(timeout=30)
     clicked = segment_raw(controller)
     session = controller.session
-    seen = []
-
-    def progress(done, total):
-        seen.append(done)
-        if done == 3:
-            controller_cancel.set()
-            session.cancel()
-
-    controller_cancel = threading.Event()
-    original_run = session.run
-    session.run = lambda progress=None: original_run(
-        progress=lambda done, total: (progress(done, total), progress_ := None) and None)
+    session.hold_after, _ = 3, session.unit_gate.clear()
     controller.propagate()
+    for _ in range(1000):  # until the propagation has done 3 slices and waits
+        controller.poll(0.01)
+        if controller.state.progress is not None and controller.state.progress[0] == 3:
+            break
+    assert controller.state.progress == (3, 11) and controller.state.busy
+    controller.cancel()
+    session.unit_gate.set()
     controller.wait_idle(timeout=30)
-    assert controller_cancel.is_set() and "cancelled after 3 of" in controller.state.message
-    assert controller.state.pending_slices == (5,)
+    assert "cancelled after 3 of 11 slices" in controller.state.message
+    assert controller.state.pending_slices == (5,) and controller.state.progress is None
+    partly = controller.interaction.current_mask()
+    assert partly[[0, 1, 2]].any() and not partly[6:].any()
     controller.undo()
     assert same_segment_contents(segment_raw(controller), clicked)
 

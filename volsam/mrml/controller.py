@@ -404,7 +404,7 @@ class InteractionController:
             from ..devices import resolve_device
 
             loaded = reuse or method.load_model(request.weights, resolve_device(request.device))
-            session = method.open_session(loaded, settings)
+            session = method.open_session(loaded, method.checkpoint_settings(request.weights, settings))
             session.open_volume(volume)
             return _Opened(loaded, session, volume, key)
 
@@ -533,14 +533,14 @@ class InteractionController:
         index = node.GetNumberOfControlPoints() - 1
         if index < 0:
             return
-        point_id = node.GetNthControlPointID(index)
-        if any(pid == point_id for _, pid in self._pending_points):
+        role, point_id = self._role_of(node), node.GetNthControlPointID(index)
+        if (role, point_id) in self._pending_points:
             return
         if self._interaction is None:
             self._say("Press Initialize first: this point is not used.", "press Initialize first")
             self._publish()
             return
-        self._pending_points.append((self._role_of(node), point_id))
+        self._pending_points.append((role, point_id))
         self._prompt_placed()
 
     def _on_box_interaction_end(self, node, event) -> None:
@@ -890,7 +890,7 @@ class InteractionController:
             self._volume_state = _volume_state(self._volume_node)
             self._interaction = SegmentInteraction(session, volume)
             self._interaction.set_segment(segmentation, segment_id)
-            self._clear_prompt_markups()
+            self._committed = PromptMarkups()  # the prompts before belong to the old history
             self._say("The volume changed: it was sent to the model again (undo starts over).")
 
         return self._submit("Reopening the changed volume", lambda: session.open_volume(volume), apply)

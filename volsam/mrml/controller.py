@@ -76,7 +76,8 @@ class ControllerState:
     after a success); ``progress``: (done, total) of the running job, None when it has none;
     ``placing``: the prompt role being placed; ``weights_needed``: a
     :class:`~volsam.weights.download.WeightsNeeded` to ask the user about (then
-    :meth:`InteractionController.download_weights`)."""
+    :meth:`InteractionController.download_weights`); ``running``: the label of the running job
+    (e.g. "Propagation"), None when none runs."""
 
     ready: bool = False
     busy: bool = False
@@ -94,6 +95,7 @@ class ControllerState:
     pending_prompts: int = 0
     weights_needed: Any = None
     description: str = ""
+    running: str | None = None
 
 
 CPU_WARNING = ("Running on the CPU: every click takes seconds (a propagation minutes). "
@@ -248,7 +250,8 @@ class InteractionController:
             cpu_warning=device is not None and getattr(device, "type", str(device)) == "cpu",
             placing=self._placing_role(), pending_prompts=len(self._pending_points) + (self._box_pending() is not None),
             weights_needed=self._weights_needed,
-            description="" if self._opened is None else self._opened.loaded.description)
+            description="" if self._opened is None else self._opened.loaded.description,
+            running=None if self._job is None else self._job.label)
         if state != self._state:
             self._state = state
             for listener in list(self._listeners):
@@ -446,6 +449,18 @@ class InteractionController:
             return
         self._weights_needed = None
         self._request(lambda: self._start_download(needed.entry))
+
+    def decline_weights(self) -> None:
+        """The user declined the download :attr:`ControllerState.weights_needed` asked about."""
+        needed, self._weights_needed = self._weights_needed, None
+        if needed is not None:
+            self._say(f"{needed.entry.filename} was not downloaded; choose another model.")
+        self._publish()
+
+    def report(self, message: str) -> None:
+        """Show a front end's own one-line message in the state (e.g. setup cancelled)."""
+        self._say(message)
+        self._publish()
 
     def _start_download(self, entry) -> _Job:
         from ..weights.download import download

@@ -251,6 +251,3 @@ class StandInMethod(Method):
 
     def checkpoint_detectors(self) -> tuple:
         return ()
-
-    def training_recipe(self):
-        raise NotImplementedError("the stand-in is not trained")

@@ -156,6 +156,21 @@ def test_a_box_is_undone_and_redone_as_a_whole(controller):
     assert same_segment_contents(segment_raw(controller), boxed)
 
 
+def test_a_box_and_points_placed_together_run_as_two_steps_box_first(controller):
+    controller.auto_run = False
+    roi = controller.prompt_node("box")
+    place_box(controller, (17, 14, 6), (8.0, 9.0, 1.0))
+    place_point(controller, "negative", (17, 14, 6))
+    assert controller.state.pending_prompts == 2
+    controller.run_pending()
+    controller.wait_idle(timeout=30)
+    assert controller.session.calls == ["open_volume", "box", "points"]
+    controller.undo()  # the point goes, the box stays
+    assert markups_positions(controller, "negative") == [] and roi.GetNumberOfControlPoints() == 1
+    controller.undo()
+    assert roi.GetNumberOfControlPoints() == 0 and not controller.state.can_undo
+
+
 def test_undo_redo_after_point_box_paint_and_propagation_is_bit_exact_at_every_step(controller):
     """The must-show sequence: each step's segment recorded, then undone to the start and redone
     to the end, comparing the raw labelmap at every step (Segment Editor painting included)."""
@@ -323,6 +338,14 @@ def test_closing_the_scene_during_a_job_drops_it_and_lets_go_of_every_node(contr
     assert controller.interaction is None and controller.segmentation_node is None and session.closed
     controller.undo()  # nothing to act on: a message, not an exception
     assert controller.state.error == "press Initialize first"
+
+
+def test_removing_the_segmentation_lets_go_of_it(controller, scene):
+    positive, session = controller.prompt_node("positive"), controller.session
+    scene.RemoveNode(controller.segmentation_node)
+    assert not controller.state.ready and controller.segmentation_node is None and session.closed
+    positive.AddControlPointWorld(vtk.vtkVector3d(0, 0, 0))  # no longer observed: nothing runs
+    assert not controller.state.busy and session.calls == ["open_volume"]
 
 
 def test_cancel_during_loading_cancels_it(scene, method):

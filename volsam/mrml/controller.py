@@ -185,11 +185,12 @@ class InteractionController:
         self._pending_points: list[tuple[str, str]] = []  # (role, control point id)
         self._committed = PromptMarkups()
         self._restoring = False
+        self._prompt_nodes: dict[str, Any] = {}  # role -> markups node, observed
         self._prompt_observations: list[tuple[Any, int]] = []
         self._node_observations: list[tuple[Any, int]] = []
         self._scene_observations = [
             scene.AddObserver(scene.StartCloseEvent, self._on_scene_closing),
-            scene.AddObserver(scene.NodeAboutToBeRemovedEvent, self._on_node_removed),
+            scene.AddObserver(scene.NodeRemovedEvent, self._on_node_removed),
         ]
         self._interaction_node = scene.GetNodeByID("vtkMRMLInteractionNodeSingleton")
         self._selection_node = scene.GetNodeByID("vtkMRMLSelectionNodeSingleton")
@@ -255,7 +256,10 @@ class InteractionController:
         if state != self._state:
             self._state = state
             for listener in list(self._listeners):
-                listener(state)
+                try:
+                    listener(state)
+                except Exception:  # a front end's bug must not break the controller's bookkeeping
+                    logger.exception(f"{self.method.module_name}: a state listener failed")
 
     def _say(self, message: str, error: str | None = None) -> None:
         self._message = message
@@ -492,16 +496,16 @@ class InteractionController:
         "box" for methods that take boxes); created on first use, observed from then on."""
         if role == "box" and "box" not in self.method.capabilities:
             raise ValueError(f"{self.method.title} takes points, not boxes")
+        node = self._prompt_nodes.get(role)
+        if node is not None and node.GetScene() is self.scene:
+            return node
         node = prompt_markups_node(self.scene, self.method.module_name, role)
-        if not any(observed is node for observed, _ in self._prompt_observations):
-            if role == "box":
-                events = (node.PointEndInteractionEvent,)
-                handler = self._on_box_interaction_end
-            else:
-                events = (node.PointPositionDefinedEvent,)
-                handler = self._on_point_defined
-            for event in events:
-                self._prompt_observations.append((node, node.AddObserver(event, handler)))
+        self._prompt_nodes[role] = node
+        if role == "box":  # a drawn ROI runs when its placement ends (see _on_interaction_mode)
+            event, handler = node.PointEndInteractionEvent, self._on_box_interaction_end
+        else:
+            event, handler = node.PointPositionDefinedEvent, self._on_point_defined
+        self._prompt_observations.append((node, node.AddObserver(event, handler)))
         return node
 
     @property
@@ -534,10 +538,15 @@ class InteractionController:
         if node is None or self._selection_node is None or node.GetCurrentInteractionMode() != node.Place:
             return None
         active = self._selection_node.GetActivePlaceNodeID()
-        for observed, _ in self._prompt_observations:
+        for role, observed in self._prompt_nodes.items():
             if observed.GetID() == active:
-                return observed.GetAttribute("VolumetricSAM.PromptRole").partition(".")[2]
+                return role
         return None
+
+    def _observed(self, role: str):
+        """The prompt node of ``role`` if it exists and is observed, else None (no node is made)."""
+        node = self._prompt_nodes.get(role)
+        return node if node is not None and node.GetScene() is self.scene else None
 
     def _role_of(self, node) -> str:
         return node.GetAttribute("VolumetricSAM.PromptRole").partition(".")[2]
@@ -575,10 +584,7 @@ class InteractionController:
             self._publish()
 
     def _box_node(self):
-        if "box" not in self.method.capabilities:
-            return None
-        return prompt_markups_node(self.scene, self.method.module_name, "box") if any(
-            self._role_of(node) == "box" for node, _ in self._prompt_observations) else None
+        return self._observed("box")
 
     def _box_pending(self):
         """The ROI's geometry if it holds a drawn box that is not part of the history yet."""
@@ -593,8 +599,7 @@ class InteractionController:
     def _snapshot(self) -> PromptMarkups:
         points = []
         for role in POINT_ROLES:
-            node = prompt_markups_node(self.scene, self.method.module_name, role) if any(
-                self._role_of(n) == role for n, _ in self._prompt_observations) else None
+            node = self._observed(role)
             if node is None:
                 continue
             defined = node.PositionDefined
@@ -613,8 +618,9 @@ class InteractionController:
         markups = markups or PromptMarkups()
         self._restoring = True
         try:
-            for node, _ in list(self._prompt_observations):
-                role = self._role_of(node)
+            for role, node in list(self._prompt_nodes.items()):
+                if node.GetScene() is not self.scene:
+                    continue
                 if role == "box":
                     if _roi_geometry(node) != markups.box:
                         _set_roi_geometry(node, markups.box)
@@ -680,8 +686,9 @@ class InteractionController:
         axis = closest_voxel_axis(volume, normal) if normal is not None else self.session.slice_axis
         prompt = box_prompt_from_roi(volume, node, axis)
         corners = volume.ijk_to_ras_points(np.array([prompt.min_ijk, prompt.max_ijk], float))
+        after = replace(self._committed, box=_roi_geometry(node))  # the points placed meanwhile come next
         return self._start_step("box", lambda session: session.add_box(corners[0], corners[1], view_normal=normal),
-                                interaction, after=self._snapshot())
+                                interaction, after=after)
 
     def _view_normal(self, position_ras):
         """The normal of the slice view a prompt at ``position_ras`` was placed in (None: keep the
@@ -928,7 +935,7 @@ class InteractionController:
         self._publish()
 
     def _on_node_removed(self, scene, event) -> None:
-        # NodeAboutToBeRemovedEvent carries no node in Python without calldata; compare instead.
+        # A removed node has no scene any more (the event's node needs calldata; this is simpler).
         for node in (self._volume_node, self._segmentation_node):
             if node is not None and node.GetScene() is None:
                 self._on_scene_closing()
@@ -938,6 +945,7 @@ class InteractionController:
         for node, tag in self._prompt_observations:
             node.RemoveObserver(tag)
         self._prompt_observations = []
+        self._prompt_nodes = {}
         self._pending_points = []
         self._committed = PromptMarkups()
         self._interaction = None

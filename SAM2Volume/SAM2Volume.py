@@ -33,7 +33,7 @@ from volsam.mrml.choices import (  # noqa: E402
     slice_direction,
 )
 from volsam.mrml.shortcuts import shortcuts_help  # noqa: E402
-from VolumetricSAMLib.logic import PromptSegmentationLogic  # noqa: E402
+from VolumetricSAMLib.logic import PromptSegmentationLogic, runSelfTest  # noqa: E402
 from VolumetricSAMLib.widget import PromptSegmentationWidget  # noqa: E402
 
 PANEL_PROGRESS_JOBS = ("Propagation", "Propagated correction")
@@ -177,14 +177,7 @@ class SAM2VolumeTest(ScriptedLoadableModuleTest):
 
     def runTest(self):
         self.setUp()
-        logic = SAM2VolumeLogic()
-        try:
-            if logic.missingDependencies():  # a note, not an error, under "Reload and Test"
-                self.delayDisplay("Not run: the Python packages are not installed (press Initialize once).")
-                return
-            self.test_prompt_propagate_correct(logic)
-        finally:
-            logic.cleanup()
+        runSelfTest(self, SAM2VolumeLogic(), self.test_prompt_propagate_correct)
 
     def test_prompt_propagate_correct(self, logic):
         import numpy as np

@@ -30,7 +30,7 @@ from volsam.mrml.choices import (  # noqa: E402
 )
 from volsam.mrml.shortcuts import shortcuts_help  # noqa: E402
 from volsam.weights.download import CATALOG, SAM3D_ADAPTER_RELEASE_NOTICE  # noqa: E402
-from VolumetricSAMLib.logic import PromptSegmentationLogic  # noqa: E402
+from VolumetricSAMLib.logic import PromptSegmentationLogic, runSelfTest  # noqa: E402
 from VolumetricSAMLib.widget import PromptSegmentationWidget  # noqa: E402
 
 HOMEPAGE = "https://github.com/volumetric-sam/SlicerVolumetricSAM"
@@ -122,14 +122,7 @@ class SAMAdapt3DTest(ScriptedLoadableModuleTest):
 
     def runTest(self):
         self.setUp()
-        logic = SAMAdapt3DLogic()
-        try:
-            if logic.missingDependencies():  # a note, not an error, under "Reload and Test"
-                self.delayDisplay("Not run: the Python packages are not installed (press Initialize once).")
-                return
-            self.test_clicks_segment_the_lesion_and_undo_restores_painting(logic)
-        finally:
-            logic.cleanup()
+        runSelfTest(self, SAMAdapt3DLogic(), self.test_clicks_segment_the_lesion_and_undo_restores_painting)
 
     def test_clicks_segment_the_lesion_and_undo_restores_painting(self, logic):
         import numpy as np

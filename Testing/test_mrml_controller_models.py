@@ -16,6 +16,7 @@ vtk = pytest.importorskip("vtk")
 torch = pytest.importorskip("torch")
 
 from conftest_mrml import paint, raw_labelmap, same_segment_contents  # noqa: E402
+from conftest_sam2 import single_thread_torch  # noqa: E402,F401  (autouse: one torch thread on shared CI)
 
 from volsam.geometry import Box  # noqa: E402
 from volsam.methods import SessionSettings, WeightsChoice, get_method  # noqa: E402
@@ -30,14 +31,6 @@ PHANTOM = PhantomConfig(size_ijk=(64, 64, 24), spacing_ijk=(1.0, 1.0, 2.0), rota
 @pytest.fixture(scope="module")
 def phantom():
     return make_phantom(5, PHANTOM)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def open_controller(method_name, phantom, settings=None):

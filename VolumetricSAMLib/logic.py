@@ -64,3 +64,16 @@ class PromptSegmentationLogic(ScriptedLoadableModuleLogic):
 
     def cleanup(self) -> None:
         self.controller.close()
+
+
+def runSelfTest(testCase, logic, test) -> None:
+    """Run ``test(logic)`` for a module's self-test and release the logic afterwards. Without the
+    Python packages it shows a note and returns: ``skipTest`` inside ``runTest`` shows as an error
+    under "Reload and Test"."""
+    try:
+        if logic.missingDependencies():
+            testCase.delayDisplay("Not run: the Python packages are not installed (press Initialize once).")
+            return
+        test(logic)
+    finally:
+        logic.cleanup()

@@ -16,7 +16,10 @@ from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode  # noqa: E40
 from slicer.i18n import tr as _  # noqa: E402
 from slicer.i18n import translate  # noqa: E402
 from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper  # noqa: E402
-from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleTest  # noqa: E402
+from slicer.ScriptedLoadableModule import (  # noqa: E402
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleTest,
+)
 
 from volsam.methods import SessionSettings  # noqa: E402
 from volsam.mrml.choices import (  # noqa: E402

@@ -45,6 +45,8 @@ class BlobSession(Session):
         self.hold_after = 0
         self.closed = False
         self.calls: list[str] = []
+        self.working = False  # a model call is running (on the worker thread)
+        self.slices_read_while_working = 0
         self._cancel = threading.Event()
         self._volume: Volume | None = None
         self._history = None
@@ -85,10 +87,12 @@ class BlobSession(Session):
 
     @property
     def confirmed_slices(self):
+        self.slices_read_while_working += self.working
         return tuple(sorted(self._prompts.confirmed))
 
     @property
     def pending_slices(self):
+        self.slices_read_while_working += self.working
         return tuple(sorted(self._prompts.pending))
 
     def slice_index_of(self, ras) -> int:
@@ -100,13 +104,17 @@ class BlobSession(Session):
 
     # --- prompts ------------------------------------------------------------------------------
     def _step(self, label: str, change, prompts: _Prompts) -> Box | None:
-        self.gate.wait()
-        self.calls.append(label)
-        history = self._require_history()
-        history.begin(label, self._prompts)
-        change(history)
-        self._prompts = prompts
-        return history.end(prompts)
+        self.working = True
+        try:
+            self.gate.wait()
+            self.calls.append(label)
+            history = self._require_history()
+            history.begin(label, self._prompts)
+            change(history)
+            self._prompts = prompts
+            return history.end(prompts)
+        finally:
+            self.working = False
 
     def add_points(self, positives=(), negatives=(), *, space="ras", view_normal=None) -> Box | None:
         self._follow(view_normal)
@@ -176,6 +184,13 @@ class BlobSession(Session):
     def run(self, progress=None) -> RunOutcome:
         if "propagate" not in self.capabilities:
             return super().run(progress)
+        self.working = True
+        try:
+            return self._run(progress)
+        finally:
+            self.working = False
+
+    def _run(self, progress) -> RunOutcome:
         self.gate.wait()
         self.calls.append("run")
         self._cancel.clear()

@@ -301,6 +301,32 @@ def test_cancel_stops_a_propagation_and_keeps_what_was_done_as_one_step(controll
     assert same_segment_contents(segment_raw(controller), clicked)
 
 
+def test_following_the_view_gives_the_session_the_normal_of_the_view_prompted_in(controller, scene):
+    """A point placed in a sagittal view lies on that view's plane: the session slices across it."""
+    from volsam.geometry import closest_voxel_axis
+
+    controller.follow_view = True
+    point = ras_of(controller, (18, 15, 6))
+    sagittal = scene.AddNewNodeByClass("vtkMRMLSliceNode")
+    sagittal.SetLayoutName("Yellow")
+    sagittal.SetOrientationToSagittal()
+    sagittal.JumpSliceByCentering(*point)
+    place_point(controller, "positive", (18, 15, 6))
+    controller.wait_idle(timeout=30)
+    assert controller.session.slice_axis == closest_voxel_axis(controller.volume, (1.0, 0.0, 0.0)) == 0  # i
+    assert controller.view_across_slicing_axis() is sagittal
+    assert controller.slice_index_in_view(sagittal) == 18
+
+
+def test_initializing_again_on_another_volume_reuses_the_model(controller, scene, method):
+    other = volume_node_from_volume(scene, oblique_volume(), "second phantom")
+    first_session = controller.session
+    controller.initialize(other, weights=WeightsChoice("demo"), device="cpu")
+    controller.wait_idle(timeout=30)
+    assert controller.state.ready and method.loads == 1 and first_session.closed
+    assert controller.session is not first_session and controller.volume.array.shape == (12, 30, 34)
+
+
 def test_range_limits_are_the_slices_just_outside_the_range():
     assert range_boundary_slices(10, (), 2, 7) == [1, 8]
     assert range_boundary_slices(10, (1,), 0, 7) == [8]
@@ -323,6 +349,24 @@ def test_a_segment_selected_during_a_job_is_used_after_it(controller):
     assert controller.state.segment_id == other_id
     assert raw_labelmap(segmentation, first_id)[2].any()  # the click's result is in the first segment
     assert not controller.interaction.current_mask().any()
+
+
+def test_the_confirmed_slices_are_never_read_while_the_worker_changes_them(controller):
+    """SAM2Volume's step chain read the session's confirmed slices on the main thread during a job."""
+    session = controller.session
+    place_point(controller, "positive", (18, 15, 5))
+    controller.slice_range = (2, 9)
+    controller.propagate()
+    session.hold_after, _ = 2, session.unit_gate.clear()
+    for _ in range(1000):  # the main loop polls while the propagation runs
+        controller.poll(0.01)
+        if controller.state.progress == (2, 9):
+            break
+    assert controller.state.busy and controller.state.confirmed_slices == (1, 5, 10)  # as the run started
+    session.unit_gate.set()
+    controller.wait_idle(timeout=30)
+    assert controller.state.confirmed_slices == (1, 5, 10)
+    assert session.slices_read_while_working == 0
 
 
 def test_closing_the_scene_during_a_job_drops_it_and_lets_go_of_every_node(controller, scene):

@@ -38,7 +38,6 @@ from volsam.sessions.history import MaskHistory  # noqa: E402
 from volsam.sessions.protocol import Session  # noqa: E402
 
 
-
 @dataclass(frozen=True)
 class _Clicks:
     prompts: tuple = ()
@@ -358,8 +357,11 @@ def test_propagation_within_a_slice_range_and_undo_back_to_the_painting(scene):
     from volsam.models.sam2_3dmed.config import tiny_test_config
     from volsam.models.sam2_3dmed.slicing import SlicePlane
     from volsam.models.sam2_3dmed.tracker import TrackerConfig
-    from volsam.sessions.propagation_session import PropagationSession, PropagationSessionConfig
     from volsam.mrml.controller import range_boundary_slices
+    from volsam.sessions.propagation_session import (
+        PropagationSession,
+        PropagationSessionConfig,
+    )
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

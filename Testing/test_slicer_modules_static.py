@@ -208,9 +208,8 @@ def test_qt_free_shared_code_imports_without_qt_or_torch():
 
 # --- the qt-free helpers, run -----------------------------------------------------------------
 sys.path.insert(0, str(ROOT))
-from VolumetricSAMLib import compatibility, dependencies  # noqa: E402
-
 from volsam.mrml import choices, shortcuts, worker  # noqa: E402
+from VolumetricSAMLib import compatibility, dependencies  # noqa: E402
 
 
 def test_dependency_lists_use_minimum_versions_and_never_slicer_packages():

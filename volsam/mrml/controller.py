@@ -173,6 +173,7 @@ class InteractionController:
         self._polling = False
         self._listeners: list[Callable[[ControllerState], None]] = []
         self._state = ControllerState()
+        self._slices: tuple[tuple[int, ...], tuple[int, ...]] = ((), ())
         self._message = self._state.message
         self._error: str | None = None
         self._weights_needed = None
@@ -231,8 +232,8 @@ class InteractionController:
 
     def _publish(self) -> None:
         interaction = self._interaction
-        session = self.session if interaction is not None else None
-        propagates = session is not None and self.method.propagates
+        if self._job is None:
+            self._read_slices()
         progress = None
         if self._job is not None and self._job.progress is not None:
             _, done, total = self._job.progress.snapshot()
@@ -244,8 +245,7 @@ class InteractionController:
             message=self._message, error=self._error, progress=progress,
             can_undo=interaction is not None and interaction.can_undo,
             can_redo=interaction is not None and interaction.can_redo,
-            confirmed_slices=tuple(session.confirmed_slices) if propagates else (),
-            pending_slices=tuple(session.pending_slices) if propagates else (),
+            confirmed_slices=self._slices[0], pending_slices=self._slices[1],
             segment_id=interaction.segment_id if interaction is not None else None,
             device=None if device is None else str(device),
             cpu_warning=device is not None and getattr(device, "type", str(device)) == "cpu",
@@ -260,6 +260,15 @@ class InteractionController:
                     listener(state)
                 except Exception:  # a front end's bug must not break the controller's bookkeeping
                     logger.exception(f"{self.method.module_name}: a state listener failed")
+
+    def _read_slices(self) -> None:
+        """Take the session's confirmed and pending slices. Only between jobs: the worker changes
+        them during one."""
+        session = self.session if self._interaction is not None else None
+        if session is None or not self.method.propagates:
+            self._slices = ((), ())
+        else:
+            self._slices = (tuple(session.confirmed_slices), tuple(session.pending_slices))
 
     def _say(self, message: str, error: str | None = None) -> None:
         self._message = message
@@ -311,6 +320,7 @@ class InteractionController:
                 return False
             self._job = None
             self._finish(job)
+            self._read_slices()
             self._pump()
             return True
         finally:
@@ -850,10 +860,10 @@ class InteractionController:
         step = interaction.undo() if which == "undo" else interaction.redo()
         if step is None:
             self._say(f"Nothing to {which}.")
-            return None
+            return
         self._restore_markups(step.state)
         self._say(f"{which.capitalize()}: {step.label}.")
-        return None
+        return
 
     def reset(self) -> None:
         """Clear the prompts and the segment, as one undo step."""

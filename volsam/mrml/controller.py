@@ -40,7 +40,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -59,15 +59,18 @@ from .nodes import (
     slice_normal_ras,
     slice_views_containing,
     volume_from_node,
-    vtk_from_matrix,
+)
+from .prompt_markups import (
+    POINT_ROLES,
+    PromptMarkups,
+    read_prompt_markups,
+    roi_geometry,
+    write_prompt_markups,
 )
 from .segments import ensure_segment, set_reference_geometry
 from .worker import JobProgress, ModelWorker, wait_for
 
 logger = logging.getLogger(__name__)
-
-POINT_ROLES = ("positive", "negative")
-
 
 @dataclass(frozen=True)
 class ControllerState:
@@ -100,18 +103,6 @@ class ControllerState:
 
 CPU_WARNING = ("Running on the CPU: every click takes seconds (a propagation minutes). "
                "A CUDA GPU or Apple MPS is much faster.")
-
-
-@dataclass(frozen=True)
-class PromptMarkups:
-    """The prompt markups as one undo state: control point positions per point role (node
-    coordinates) and the box as a whole (the ROI's object-to-node matrix and size), or None."""
-
-    points: tuple[tuple[str, tuple[tuple[float, float, float], ...]], ...] = ()
-    box: tuple[tuple[float, ...], tuple[float, float, float]] | None = None
-
-    def positions(self, role: str) -> tuple:
-        return dict(self.points).get(role, ())
 
 
 @dataclass
@@ -148,7 +139,6 @@ class _Initialize:
     weights: Any
     settings: Any
     device: str
-    attempts: list = field(default_factory=list)
 
 
 class InteractionController:
@@ -601,48 +591,23 @@ class InteractionController:
         node = self._box_node()
         if node is None or self._interaction is None:
             return None
-        geometry = _roi_geometry(node)
+        geometry = roi_geometry(node)
         if geometry is None or sum(size > 0 for size in geometry[1]) < 2 or geometry == self._committed.box:
             return None
         return geometry
 
+    def _live_prompt_nodes(self) -> dict:
+        return {role: node for role, node in self._prompt_nodes.items() if node.GetScene() is self.scene}
+
     def _snapshot(self) -> PromptMarkups:
-        points = []
-        for role in POINT_ROLES:
-            node = self._observed(role)
-            if node is None:
-                continue
-            defined = node.PositionDefined
-            positions = []
-            for index in range(node.GetNumberOfControlPoints()):
-                if node.GetNthControlPointPositionStatus(index) == defined:
-                    position = [0.0, 0.0, 0.0]
-                    node.GetNthControlPointPosition(index, position)
-                    positions.append(tuple(position))
-            points.append((role, tuple(positions)))
-        box_node = self._box_node()
-        return PromptMarkups(tuple(points), None if box_node is None else _roi_geometry(box_node))
+        return read_prompt_markups(self._live_prompt_nodes())
 
     def _restore_markups(self, markups: PromptMarkups | None) -> None:
-        """Put the prompt markups back as ``markups`` says (placement events are ignored)."""
+        """Put the prompt markups back as ``markups`` says (their placement events are ignored)."""
         markups = markups or PromptMarkups()
         self._restoring = True
         try:
-            for role, node in list(self._prompt_nodes.items()):
-                if node.GetScene() is not self.scene:
-                    continue
-                if role == "box":
-                    if _roi_geometry(node) != markups.box:
-                        _set_roi_geometry(node, markups.box)
-                    continue
-                wanted = markups.positions(role)
-                if node.GetNumberOfControlPoints() == len(wanted) and all(
-                        np.allclose(node.GetNthControlPointPositionVector(index), position)
-                        for index, position in enumerate(wanted)):
-                    continue
-                node.RemoveAllControlPoints()
-                for position in wanted:
-                    node.AddControlPoint(vtk.vtkVector3d(*position))
+            write_prompt_markups(self._live_prompt_nodes(), markups)
         finally:
             self._restoring = False
         self._committed = markups
@@ -696,7 +661,7 @@ class InteractionController:
         axis = closest_voxel_axis(volume, normal) if normal is not None else self.session.slice_axis
         prompt = box_prompt_from_roi(volume, node, axis)
         corners = volume.ijk_to_ras_points(np.array([prompt.min_ijk, prompt.max_ijk], float))
-        after = replace(self._committed, box=_roi_geometry(node))  # the points placed meanwhile come next
+        after = replace(self._committed, box=roi_geometry(node))  # the points placed meanwhile come next
         return self._start_step("box", lambda session: session.add_box(corners[0], corners[1], view_normal=normal),
                                 interaction, after=after)
 
@@ -880,12 +845,8 @@ class InteractionController:
         segment it started on). The history starts over."""
         def run() -> None:
             interaction = self._require_ready()
-            if interaction.target.node is segmentation_node and interaction.segment_id == segment_id:
-                return
-            interaction.set_segment(segmentation_node, segment_id)
-            self._segmentation_node = segmentation_node
-            self._clear_prompt_markups()
-            self._say(f"Working on segment '{interaction.target.name}'.")
+            if interaction.target.node is not segmentation_node or interaction.segment_id != segment_id:
+                self._select_now(segmentation_node, segment_id)
         self._request(run)
 
     def next_segment(self) -> None:
@@ -902,6 +863,7 @@ class InteractionController:
     def _select_now(self, segmentation_node, segment_id) -> None:
         interaction = self._require_ready()
         interaction.set_segment(segmentation_node, segment_id)
+        self._segmentation_node = segmentation_node
         self._clear_prompt_markups()
         self._say(f"Working on segment '{interaction.target.name}'.")
 
@@ -1007,26 +969,6 @@ def _volume_state(volume_node):
     volume_node.GetIJKToRASMatrix(ijk_to_ras)
     return (volume_node.GetID(), image.GetMTime() if image is not None else 0,
             tuple(matrix_from_vtk(ijk_to_ras).ravel()), tuple(node_to_world_matrix(volume_node).ravel()))
-
-
-def _roi_geometry(roi_node):
-    """A ROI as a whole: (object-to-node matrix, size), or None when it holds no placed box."""
-    if roi_node.GetNumberOfControlPoints() == 0 or \
-            roi_node.GetNthControlPointPositionStatus(0) != roi_node.PositionDefined:
-        return None
-    matrix = tuple(float(v) for v in np.round(matrix_from_vtk(roi_node.GetObjectToNodeMatrix()).ravel(), 9))
-    return matrix, tuple(float(v) for v in roi_node.GetSize())
-
-
-def _set_roi_geometry(roi_node, geometry) -> None:
-    roi_node.RemoveAllControlPoints()
-    if geometry is None:
-        return
-    matrix, size = geometry
-    matrix = np.array(matrix).reshape(4, 4)
-    roi_node.AddControlPoint(vtk.vtkVector3d(*matrix[:3, 3]))
-    roi_node.SetSize(*size)
-    roi_node.SetAndObserveObjectToNodeMatrix(vtk_from_matrix(matrix))
 
 
 def range_boundary_slices(num_slices: int, confirmed, first: int, last: int) -> list[int]:

@@ -231,8 +231,8 @@ def test_no_package_is_installed_that_nothing_imports():
     installed = {p.name for packages in dependencies.MODULE_PACKAGES.values() for p in packages}
     assert "segment-anything" not in installed
     sources = [path for path in (ROOT / "volsam").rglob("*.py")] + python_files()
-    assert not any("import segment_anything" in path.read_text() or "from segment_anything" in path.read_text()
-                   for path in sources)
+    texts = [path.read_text(encoding="utf-8") for path in sources]
+    assert not any("import segment_anything" in text or "from segment_anything" in text for text in texts)
 
 
 def test_install_plan_lists_only_what_is_missing(monkeypatch):
@@ -284,7 +284,7 @@ def test_the_version_check_runs_before_the_module_imports_anything_else(module):
 def test_the_engine_parses_on_the_python_it_requires():
     """pyproject says Python >= 3.10 (Slicer 5.10 ships 3.12): nothing newer may be used."""
     for path in (ROOT / "volsam").rglob("*.py"):
-        ast.parse(path.read_text(), filename=str(path), feature_version=(3, 10))
+        ast.parse(path.read_text(encoding="utf-8"), filename=str(path), feature_version=(3, 10))
 
 
 # --- defect 4: keys ---------------------------------------------------------------------------

@@ -5,14 +5,17 @@ which the test suite drives on real MRML nodes. This class connects buttons, sho
 parameter node and the embedded Segment Editor to it, and shows its state:
 
 * **Waiting for jobs** releases the GIL (Slicer's main thread holds it whenever it is in C++, so
-  a timer polling ``future.done()`` starved the model thread): while the controller is busy, a
-  loop waits in ``controller.poll(WAIT_SLICE_S)`` and processes events in between, guarded
-  against re-entry. A wait cursor shows at once, a progress dialog only after about 2 s (it is
-  deleted afterwards), with a Cancel button that cancels.
+  a 50 ms timer polling ``future.done()`` starved the model thread): while the controller is
+  busy, a zero-interval timer calls ``controller.poll(WAIT_SLICE_S)``, which waits for the job in
+  a GIL-releasing call, and the event loop processes events between two calls (the controller
+  ignores re-entrant polls; nothing blocks, so quitting Slicer never waits). A wait cursor shows
+  at once, a progress dialog only after about 2 s (deleted afterwards), with a Cancel button
+  that cancels.
 * **Leaving the module** deactivates the embedded Segment Editor's effect and its view
-  observations, as Slicer's Segment Editor module does on exit and on scene close
-  (``SegmentEditor.py``: ``setActiveEffect(None)``, ``removeViewObservations()``), so Paint stops
-  painting; entering sets them up again.
+  observations, as Slicer's Segment Editor module does (``Modules/Scripted/SegmentEditor/
+  SegmentEditor.py``: ``exit`` calls ``setActiveEffect(None)`` and ``removeViewObservations()``;
+  ``onSceneStartClose`` calls ``setSegmentationNode(None)`` and ``removeViewObservations()``;
+  ``enter`` and ``onSceneEndClose`` call ``updateWidgetFromMRML()``), so Paint stops painting.
 * **Shortcuts** (:mod:`volsam.mrml.shortcuts`) exist only while the module is shown.
 
 Widget names the code looks up are listed in :data:`SHARED_WIDGET_NAMES`; each module's ``.ui``
@@ -65,7 +68,8 @@ class PromptSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._shortcuts = []
-        self._waiting = False
+        self._pollTimer = None
+        self._askedAbout = None
         self._progressDialog = None
         self._delayedProgress = DelayedProgress()
         self._showingState = False
@@ -95,6 +99,9 @@ class PromptSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = self.createLogic()
+        self._pollTimer = qt.QTimer()
+        self._pollTimer.setInterval(0)  # as soon as the event loop is idle: the wait is in poll()
+        self._pollTimer.connect("timeout()", self._pollJobs)
 
         editor = self.ui.segmentEditorWidget
         editor.setMRMLScene(slicer.mrmlScene)
@@ -141,6 +148,8 @@ class PromptSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         return node
 
     def cleanup(self) -> None:
+        if self._pollTimer is not None:
+            self._pollTimer.stop()
         self.removeObservers()
         self._removeShortcuts()
         self._closeProgressDialog()
@@ -150,7 +159,7 @@ class PromptSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
     def enter(self) -> None:
         self.initializeParameterNode()
         self._installShortcuts()
-        self.ui.segmentEditorWidget.setupViewObservations()
+        self.ui.segmentEditorWidget.updateWidgetFromMRML()
 
     def exit(self) -> None:
         # As Slicer's Segment Editor module does on exit: no effect stays active (Paint would keep
@@ -168,7 +177,6 @@ class PromptSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
     def onSceneStartClose(self, caller, event) -> None:
         # As Slicer's Segment Editor module does on scene close.
         editor = self.ui.segmentEditorWidget
-        editor.setActiveEffect(None)
         editor.setSegmentationNode(None)
         editor.removeViewObservations()
         self.setParameterNode(None)
@@ -176,7 +184,7 @@ class PromptSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
             self.initializeParameterNode()
-            self.ui.segmentEditorWidget.setupViewObservations()
+            self.ui.segmentEditorWidget.updateWidgetFromMRML()
 
     # --- parameter node -----------------------------------------------------------------------
     def initializeParameterNode(self) -> None:
@@ -217,10 +225,13 @@ class PromptSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
             self.showState(state)
         finally:
             self._showingState = False
-        if state.busy and not self._waiting:
-            qt.QTimer.singleShot(0, self._waitWhileBusy)  # not inside the MRML event that queued the job
-        if state.weights_needed is not None and not self._waiting:
-            qt.QTimer.singleShot(0, self._askAndDownload)
+        if state.busy and self._pollTimer is not None and not self._pollTimer.isActive():
+            qt.QApplication.setOverrideCursor(qt.Qt.WaitCursor)
+            self._delayedProgress.start()
+            self._pollTimer.start()
+        if state.weights_needed is not None and state.weights_needed is not self._askedAbout:
+            self._askedAbout = state.weights_needed  # ask once per request
+            qt.QTimer.singleShot(0, self._askAndDownload)  # not inside the event that reported it
 
     def _showState(self, state) -> None:
         ready, idle = state.ready, not state.busy
@@ -246,26 +257,18 @@ class PromptSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
             editor.setCurrentSegmentID(state.segment_id)
 
     # --- waiting for jobs -------------------------------------------------------------------------
-    def _waitWhileBusy(self) -> None:
-        """Wait for the controller's jobs in a GIL-releasing call, processing events in between
-        (re-entrant calls return at once: the loop below is already running)."""
-        if self._waiting:
+    def _pollJobs(self) -> None:
+        """Zero-interval timer while the controller is busy: wait for the job in a GIL-releasing
+        call, then return to the event loop, which processes events until the next call."""
+        self.controller.poll(WAIT_SLICE_S)
+        if self.controller.busy:
+            if self._delayedProgress.dialog_due() and not self.showsProgressInPanel():
+                self._showProgressDialog(self.controller.state)
             return
-        self._waiting = True
-        qt.QApplication.setOverrideCursor(qt.Qt.WaitCursor)
-        self._delayedProgress.start()
-        try:
-            while self.controller.busy:
-                self.controller.poll(WAIT_SLICE_S)
-                slicer.app.processEvents()
-                if self._delayedProgress.dialog_due() and not self.showsProgressInPanel():
-                    self._showProgressDialog(self.controller.state)
-        finally:
-            self._delayedProgress.stop()
-            qt.QApplication.restoreOverrideCursor()
-            self._closeProgressDialog()
-            self._waiting = False
-        self._onStateChanged(self.controller.state)
+        self._pollTimer.stop()
+        self._delayedProgress.stop()
+        qt.QApplication.restoreOverrideCursor()
+        self._closeProgressDialog()
 
     def showsProgressInPanel(self) -> bool:
         """Whether the module shows the running job's progress in its own panel (SAM2Volume's

@@ -369,6 +369,37 @@ def test_the_confirmed_slices_are_never_read_while_the_worker_changes_them(contr
     assert session.slices_read_while_working == 0
 
 
+def test_requests_made_during_a_job_run_after_it_in_order(controller):
+    """Undo pressed while a click runs undoes that click once it has landed, not the step before."""
+    session = controller.session
+    session.gate.clear()
+    place_point(controller, "positive", (18, 15, 6))
+    controller.undo()
+    controller.redo()
+    controller.undo()
+    assert controller.state.busy and not controller.state.can_undo
+    session.gate.set()
+    controller.wait_idle(timeout=30)
+    assert not controller.interaction.current_mask().any() and controller.state.can_redo
+    assert markups_positions(controller, "positive") == []
+
+
+def test_a_volume_changed_during_a_job_is_reopened_before_the_next_prompt(controller, scene):
+    session = controller.session
+    session.gate.clear()
+    place_point(controller, "positive", (18, 15, 6))
+    volume_node = scene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+    slicer.util.updateVolumeFromArray(volume_node, slicer.util.arrayFromVolume(volume_node) * 2)
+    session.gate.set()
+    controller.wait_idle(timeout=30)
+    clicked = controller.interaction.current_mask().copy()
+    assert clicked.any() and controller.volume.array.max() == 100  # the click ran on the volume it saw
+    place_point(controller, "positive", (10, 20, 4))
+    controller.wait_idle(timeout=30)
+    assert session.calls == ["open_volume", "points", "open_volume", "points"]
+    assert controller.volume.array.max() == 200 and (controller.interaction.current_mask() >= clicked).all()
+
+
 def test_closing_the_scene_during_a_job_drops_it_and_lets_go_of_every_node(controller, scene):
     session = controller.session
     session.gate.clear()

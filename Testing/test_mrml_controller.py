@@ -90,6 +90,14 @@ def scene_interaction_node(scene):
     return scene.GetNodeByID("vtkMRMLInteractionNodeSingleton")
 
 
+def poll_until(controller, condition, polls: int = 6000) -> None:
+    """Poll as a main loop does until ``condition(state)`` holds (the bound only guards a hang)."""
+    for _ in range(polls):
+        controller.poll(0.01)
+        if condition(controller.state):
+            return
+
+
 def segment_raw(controller):
     return raw_labelmap(controller.segmentation_node, controller.state.segment_id)
 
@@ -285,10 +293,7 @@ def test_cancel_stops_a_propagation_and_keeps_what_was_done_as_one_step(controll
     session = controller.session
     session.hold_after, _ = 3, session.unit_gate.clear()
     controller.propagate()
-    for _ in range(1000):  # until the propagation has done 3 slices and waits
-        controller.poll(0.01)
-        if controller.state.progress is not None and controller.state.progress[0] == 3:
-            break
+    poll_until(controller, lambda state: state.progress is not None and state.progress[0] == 3)
     assert controller.state.progress == (3, 11) and controller.state.busy
     controller.cancel()
     session.unit_gate.set()
@@ -358,10 +363,7 @@ def test_the_confirmed_slices_are_never_read_while_the_worker_changes_them(contr
     controller.slice_range = (2, 9)
     controller.propagate()
     session.hold_after, _ = 2, session.unit_gate.clear()
-    for _ in range(1000):  # the main loop polls while the propagation runs
-        controller.poll(0.01)
-        if controller.state.progress == (2, 9):
-            break
+    poll_until(controller, lambda state: state.progress == (2, 9))  # the main loop polls meanwhile
     assert controller.state.busy and controller.state.confirmed_slices == (1, 5, 10)  # as the run started
     session.unit_gate.set()
     controller.wait_idle(timeout=30)

@@ -116,6 +116,9 @@ class _Job:
     progress: JobProgress | None = None
     cancel: Callable[[], None] | None = None
     discarded: bool = False
+    #: Say "<label>: cancelled." when a discarded job returns (not after a scene close, which
+    #: said what happened already).
+    report_discard: bool = True
     #: What to do with the result of a discarded job (e.g. close the session it opened).
     release: Callable[[Any], None] | None = None
 
@@ -336,7 +339,7 @@ class InteractionController:
         if job.discarded:
             if job.release is not None:
                 job.release(result)
-            if self._interaction is not None or self._opened is None:
+            if job.report_discard:
                 self._say(f"{job.label}: cancelled.")
             return
         try:
@@ -724,12 +727,11 @@ class InteractionController:
         """Propagate from the slices confirmed since the last propagation, up to their
         neighbouring confirmed slices only."""
         def start():
-            interaction = self._require_ready()
-            if not self.method.propagates or not self.session.pending_slices:
+            self._require_propagating()
+            if not self.session.pending_slices:
                 raise ValueError("confirm a corrected slice first")
-            del interaction
-            return self._start_run("propagated correction")
-        self._request(lambda: self._start_range_limits(start))
+            return self._start_range_limits(lambda: self._start_run("propagated correction"))
+        self._request(start)
 
     def _require_propagating(self) -> SegmentInteraction:
         interaction = self._require_ready()
@@ -895,7 +897,7 @@ class InteractionController:
         self._requests.clear()
         job = self._job
         if job is not None:
-            job.discarded = True
+            job.discarded, job.report_discard = True, False
             if job.cancel is not None:
                 job.cancel()
             session = self.session

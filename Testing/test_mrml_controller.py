@@ -230,6 +230,21 @@ def test_painting_between_prompts_is_seen_by_the_next_prompt_and_kept_by_its_und
     assert same_segment_contents(segment_raw(controller), painted)
 
 
+def test_the_next_prompt_sees_segment_editor_painting_and_app_strokes_alike(controller):
+    segmentation, segment_id = controller.segmentation_node, controller.state.segment_id
+    editor_stroke = np.zeros(controller.volume.shape_kji, bool)
+    editor_stroke[1, 2:5, 2:5] = True
+    paint(segmentation, segment_id, controller.volume, editor_stroke)
+    controller.record_edit(np.ones((1, 3, 3), np.uint8), Box((10, 25, 25), (11, 28, 28)))
+    place_point(controller, "positive", (18, 15, 6))
+    controller.wait_idle(timeout=30)
+    seen = controller.session.result
+    assert seen[1, 2:5, 2:5].all() and seen[10, 25:28, 25:28].all()
+    controller.undo()
+    controller.undo()  # the app stroke; the editor's stroke stays (it came before both)
+    assert np.array_equal(controller.interaction.current_mask().astype(bool), editor_stroke)
+
+
 def test_reset_clears_prompts_and_segment_as_one_step(controller):
     place_point(controller, "positive", (18, 15, 6))
     controller.wait_idle(timeout=30)

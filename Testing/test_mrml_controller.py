@@ -179,6 +179,19 @@ def test_a_box_and_points_placed_together_run_as_two_steps_box_first(controller)
     assert roi.GetNumberOfControlPoints() == 0 and not controller.state.can_undo
 
 
+def test_a_box_outside_the_image_is_refused_and_taken_away(controller):
+    controller.auto_run = False
+    place_box(controller, (200, 200, 6), (8.0, 9.0, 1.0))
+    place_point(controller, "positive", (18, 15, 6))
+    controller.run_pending()
+    controller.wait_idle(timeout=30)
+    assert "does not overlap the image" in controller.state.error
+    assert controller.prompt_node("box").GetNumberOfControlPoints() == 0
+    controller.run_pending()  # the point placed with it still runs
+    controller.wait_idle(timeout=30)
+    assert controller.session.calls == ["open_volume", "points"] and controller.interaction.current_mask().any()
+
+
 def test_undo_redo_after_point_box_paint_and_propagation_is_bit_exact_at_every_step(controller):
     """The must-show sequence: each step's segment recorded, then undone to the start and redone
     to the end, comparing the raw labelmap at every step (Segment Editor painting included)."""

@@ -50,6 +50,7 @@ from ..geometry import Box, closest_voxel_axis
 from .interaction import SegmentInteraction
 from .nodes import (
     PROMPT_COLORS,
+    PROMPT_ROLE_ATTRIBUTE,
     box_prompt_from_roi,
     control_point_ras,
     matrix_from_vtk,
@@ -65,6 +66,7 @@ from .prompt_markups import (
     PromptMarkups,
     read_prompt_markups,
     roi_geometry,
+    set_roi_geometry,
     write_prompt_markups,
 )
 from .segments import ensure_segment, set_reference_geometry
@@ -551,8 +553,9 @@ class InteractionController:
         node = self._prompt_nodes.get(role)
         return node if node is not None and node.GetScene() is self.scene else None
 
-    def _role_of(self, node) -> str:
-        return node.GetAttribute("VolumetricSAM.PromptRole").partition(".")[2]
+    @staticmethod
+    def _role_of(node) -> str:
+        return node.GetAttribute(PROMPT_ROLE_ATTRIBUTE).partition(".")[2]
 
     def _on_point_defined(self, node, event) -> None:
         if self._restoring:
@@ -632,9 +635,10 @@ class InteractionController:
             return reopen
         box = self._box_pending()
         if box is not None:
+            job = self._start_box()
             if self._pending_points:
                 self._requests.appendleft(self._start_pending)  # the points follow as their own step
-            return self._start_box()
+            return job
         points = self._pending_point_positions()
         self._pending_points = []
         if not points:
@@ -662,7 +666,15 @@ class InteractionController:
         normal = self._view_normal(np.array(node.GetCenterWorld()))
         volume = interaction.volume
         axis = closest_voxel_axis(volume, normal) if normal is not None else self.session.slice_axis
-        prompt = box_prompt_from_roi(volume, node, axis)
+        try:
+            prompt = box_prompt_from_roi(volume, node, axis)
+        except ValueError:
+            self._restoring = True  # a box outside the image goes; the points placed with it stay
+            try:
+                set_roi_geometry(node, self._committed.box)
+            finally:
+                self._restoring = False
+            raise
         corners = volume.ijk_to_ras_points(np.array([prompt.min_ijk, prompt.max_ijk], float))
         after = replace(self._committed, box=roi_geometry(node))  # the points placed meanwhile come next
         return self._start_step("box", lambda session: session.add_box(corners[0], corners[1], view_normal=normal),
@@ -673,12 +685,15 @@ class InteractionController:
         session's slicing), when :attr:`follow_view` is on."""
         if not (self.follow_view and self.method.propagates):
             return None
-        slice_nodes = nodes_by_class(self.scene, "vtkMRMLSliceNode")
-        order = {"Red": 0, "Yellow": 1, "Green": 2}
-        slice_nodes.sort(key=lambda node: order.get(node.GetLayoutName(), len(order)))
         tolerance = float(self.volume.spacing.min()) / 2
-        views = slice_views_containing(position_ras, slice_nodes, tolerance)
+        views = slice_views_containing(position_ras, self._slice_nodes(), tolerance)
         return slice_normal_ras(views[0]) if views else None
+
+    def _slice_nodes(self) -> list:
+        """The slice views' nodes, Red, Yellow and Green first."""
+        order = {"Red": 0, "Yellow": 1, "Green": 2}
+        return sorted(nodes_by_class(self.scene, "vtkMRMLSliceNode"),
+                      key=lambda node: order.get(node.GetLayoutName(), len(order)))
 
     def _write_limit(self) -> Box | None:
         if self.slice_range is None or not self.method.propagates:
@@ -797,9 +812,7 @@ class InteractionController:
     def view_across_slicing_axis(self):
         """The first slice view (Red, Yellow, Green first) that shows slices across the session's axis."""
         self._require_propagating()
-        order = {"Red": 0, "Yellow": 1, "Green": 2}
-        for node in sorted(nodes_by_class(self.scene, "vtkMRMLSliceNode"),
-                           key=lambda node: order.get(node.GetLayoutName(), len(order))):
+        for node in self._slice_nodes():
             if closest_voxel_axis(self.volume, slice_normal_ras(node)) == self.session.slice_axis:
                 return node
         raise ValueError(f"no slice view shows slices across voxel axis {'ijk'[self.session.slice_axis]}; "

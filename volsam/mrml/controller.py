@@ -698,13 +698,18 @@ class InteractionController:
     def _write_limit(self) -> Box | None:
         if self.slice_range is None or not self.method.propagates:
             return None
-        from ..models.sam2_3dmed.slicing import SlicePlane
-
         first, last = self.slice_range
-        plane = SlicePlane(self.volume.shape_kji, self.session.slice_axis)
-        if not 0 <= first <= last < plane.num_slices:
-            raise ValueError(f"the slice range {first}..{last} must lie within 0..{plane.num_slices - 1}")
-        return plane.slab_box(first, last + 1)
+        num_slices = self.session.num_slices
+        if not 0 <= first <= last < num_slices:
+            raise ValueError(f"the slice range {first}..{last} must lie within 0..{num_slices - 1}")
+        return self._slab(first, last + 1)
+
+    def _slab(self, first: int, stop: int) -> Box:
+        """Slices ``first`` to ``stop`` (excluded) across the session's slicing axis, as a box."""
+        start, end = [0, 0, 0], list(self.volume.shape_kji)
+        array_axis = 2 - self.session.slice_axis  # index axis i, j, k -> array axis 2, 1, 0
+        start[array_axis], end[array_axis] = first, stop
+        return Box(start, end)
 
     def _start_step(self, label: str, call: Callable[[Any], Any], interaction: SegmentInteraction,
                     after: PromptMarkups | None = None, progress: JobProgress | None = None,
@@ -758,10 +763,7 @@ class InteractionController:
         self._require_propagating()
         if self.slice_range is None:
             return then()
-        from ..models.sam2_3dmed.slicing import SlicePlane
-
-        plane = SlicePlane(self.volume.shape_kji, self.session.slice_axis)
-        limits = range_boundary_slices(plane.num_slices, self.session.confirmed_slices, *self.slice_range)
+        limits = range_boundary_slices(self.session.num_slices, self.session.confirmed_slices, *self.slice_range)
         self._requests.appendleft(then)
         for index in reversed(limits):
             self._requests.appendleft(lambda index=index: self._start_confirm(index, empty=True))
@@ -790,16 +792,14 @@ class InteractionController:
 
     def _start_confirm(self, slice_index: int, empty: bool = False) -> _Job:
         interaction = self._require_propagating()
-        from ..models.sam2_3dmed.slicing import SlicePlane
-
-        plane = SlicePlane(self.volume.shape_kji, self.session.slice_axis)
-        if not 0 <= slice_index < plane.num_slices:
-            raise ValueError(f"slice {slice_index} is outside 0..{plane.num_slices - 1}")
+        if not 0 <= slice_index < self.session.num_slices:
+            raise ValueError(f"slice {slice_index} is outside 0..{self.session.num_slices - 1}")
+        slab = self._slab(slice_index, slice_index + 1)
+        mask = np.squeeze(interaction.current_mask(slab), axis=2 - self.session.slice_axis)
         if empty:
-            mask, label = np.zeros(plane.slice_shape, np.uint8), f"range limit at slice {slice_index}"
+            mask, label = np.zeros_like(mask), f"range limit at slice {slice_index}"
         else:
-            mask = plane.take(interaction.current_mask(plane.slab_box(slice_index, slice_index + 1)), 0).copy()
-            label = f"confirmed slice {slice_index}"
+            mask, label = mask.copy(), f"confirmed slice {slice_index}"
         return self._start_step(label, lambda session: session.add_mask(mask, slice_index), interaction)
 
     def slice_index_in_view(self, slice_node) -> int:

@@ -449,6 +449,7 @@ def test_removing_the_segmentation_lets_go_of_it(controller, scene):
     positive, session = controller.prompt_node("positive"), controller.session
     scene.RemoveNode(controller.segmentation_node)
     assert not controller.state.ready and controller.segmentation_node is None and session.closed
+    assert controller.state.message == "'phantom lesions' was removed: press Initialize again."
     positive.AddControlPointWorld(vtk.vtkVector3d(0, 0, 0))  # no longer observed: nothing runs
     assert not controller.state.busy and session.calls == ["open_volume"]
 

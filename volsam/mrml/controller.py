@@ -74,12 +74,15 @@ from .worker import JobProgress, ModelWorker, wait_for
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class ControllerState:
     """What a front end shows. ``ready``: a model and a volume are open; ``busy``: a job runs or
     waits; ``message``: one line for a status bar; ``error``: the last failure, one line (None
     after a success); ``progress``: (done, total) of the running job, None when it has none;
-    ``placing``: the prompt role being placed; ``weights_needed``: a
+    ``segment_id``: the segment written into; ``device``/``cpu_warning``: where the model runs
+    (the CPU warning stays visible); ``placing``: the prompt role being placed;
+    ``pending_prompts``: prompts placed and not run yet; ``weights_needed``: a
     :class:`~volsam.weights.download.WeightsNeeded` to ask the user about (then
     :meth:`InteractionController.download_weights`); ``running``: the label of the running job
     (e.g. "Propagation"), None when none runs."""
@@ -138,6 +141,8 @@ class _Opened:
 
 @dataclass
 class _Initialize:
+    """The arguments of :meth:`InteractionController.initialize` (kept to retry after a download)."""
+
     volume_node: Any
     segmentation_node: Any
     segment_id: str | None
@@ -904,7 +909,7 @@ class InteractionController:
 
         return self._submit("Reopening the changed volume", lambda: session.open_volume(volume), apply)
 
-    def _on_scene_closing(self, caller=None, event=None) -> None:
+    def _on_scene_closing(self, caller=None, event=None, message: str = "The scene was closed") -> None:
         """The scene is closing (or a node the controller works on goes): cancel, drop the
         running job's result, forget the queue and every node."""
         self._requests.clear()
@@ -918,14 +923,14 @@ class InteractionController:
         else:
             self._release_session()
         self._forget_nodes()
-        self._say("The scene was closed: press Initialize again.")
+        self._say(f"{message}: press Initialize again.")
         self._publish()
 
     def _on_node_removed(self, scene, event) -> None:
         # A removed node has no scene any more (the event's node needs calldata; this is simpler).
         for node in (self._volume_node, self._segmentation_node):
             if node is not None and node.GetScene() is None:
-                self._on_scene_closing()
+                self._on_scene_closing(message=f"'{node.GetName()}' was removed")
                 return
 
     def _forget_nodes(self) -> None:

@@ -14,8 +14,6 @@ import math
 
 
 def add_parser(subparsers) -> None:
-    from ..metrics import DEFAULT_TOLERANCE_MM
-
     parser = subparsers.add_parser(
         "metrics", help="Dice, IoU, NSD and HD95 of a mask against a reference",
         description="Compare a predicted mask with a reference mask and print one JSON object "
@@ -23,8 +21,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--pred", required=True, help="predicted mask (NIfTI, NRRD, MHA, ...)")
     parser.add_argument("--ref", required=True, help="reference mask on the same grid")
     parser.add_argument("--label", type=int, help="compare voxels equal to this label (default: all nonzero)")
-    parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE_MM, metavar="MM",
-                        help=f"NSD tolerance in mm (default: {DEFAULT_TOLERANCE_MM:g})")
+    parser.add_argument("--tolerance", type=float, metavar="MM",
+                        help="NSD tolerance in mm (default: 5, volsam.metrics.DEFAULT_TOLERANCE_MM)")
     parser.set_defaults(func=run)
 
 

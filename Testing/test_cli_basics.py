@@ -79,6 +79,7 @@ def test_segment_cuda_without_cuda_is_an_error(tmp_path):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
+    write_image(make_volume((8, 8, 8), (1, 1, 1), (0, 0, 0), (1, 1, 1), (0, 0, 0)), tmp_path / "image.nii.gz")
     result = run_cli("segment", "--model", "sam3d-adapter", "--weights", "demo", "--device", "cuda",
                      "--image", str(tmp_path / "image.nii.gz"), "--point", "0,0,0",
                      "--out", str(tmp_path / "mask.nii.gz"))

@@ -243,7 +243,7 @@ def _read_head(path: Path, gzipped: bool, count: int) -> bytes:
         try:
             head = decompressor.decompress(handle.read(64 * 1024), count)
         except zlib.error as error:
-            raise ImageReadError(f"{path}: not a gzip-compressed NIfTI or damaged ({error})") from None
+            raise ImageReadError(f"{path}: cannot read image (not gzip-compressed NIfTI data: {error})") from None
     return head
 
 

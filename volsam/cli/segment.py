@@ -10,7 +10,8 @@ import importlib
 import sys
 from pathlib import Path
 
-from . import number_list
+from . import SetOnce, number_list
+from .checks import check_input_file, check_input_image, check_output_image, check_weights, intensity_warning
 
 #: model name -> module holding ``segment(volume, positives, negatives, box, args, device)``
 RUNNERS = {
@@ -24,20 +25,22 @@ def add_parser(subparsers) -> None:
         "segment", help="segment from clicks with SAMAdapt3D or SAM2Volume",
         description="Segment a lesion from point clicks (and, for sam2-3dmed, a box) and write the mask "
                     "in the image's geometry.")
-    parser.add_argument("--model", required=True, choices=sorted(RUNNERS))
-    parser.add_argument("--weights", required=True,
+    parser.add_argument("--model", action=SetOnce, required=True, choices=sorted(RUNNERS))
+    parser.add_argument("--weights", action=SetOnce, required=True,
                         help="'demo', a checkpoint of this project, or a released 3DSAM-adapter .pth.tar")
-    parser.add_argument("--image", required=True, help="input image (NIfTI, NRRD, MHA, DICOM folder)")
+    parser.add_argument("--image", action=SetOnce, required=True, help="input image (NIfTI, NRRD, MHA, DICOM folder)")
     parser.add_argument("--point", action="append", default=[], type=number_list(3, "--point"),
                         metavar="X,Y,Z", help="positive click (repeatable)")
     parser.add_argument("--negative", action="append", default=[], type=number_list(3, "--negative"),
                         metavar="X,Y,Z", help="negative (background) click (repeatable)")
     parser.add_argument("--box", type=number_list(6, "--box"), metavar="X1,Y1,Z1,X2,Y2,Z2",
                         help="box prompt on one slice, two opposite corners (sam2-3dmed)")
-    parser.add_argument("--space", choices=("ras", "lps", "ijk"), default="ras",
+    parser.add_argument("--space", action=SetOnce, choices=("ras", "lps", "ijk"), default="ras",
                         help="coordinate space of --point/--negative/--box (default: ras)")
+    parser.add_argument("--allow-gaps", action="store_true",
+                        help="read a DICOM series with missing slices by resampling it onto a uniform grid")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
-    parser.add_argument("--out", required=True, help="output mask file (.nii.gz, .nrrd, ...)")
+    parser.add_argument("--out", action=SetOnce, required=True, help="output mask file (.nii.gz, .nrrd, ...)")
     adapter = parser.add_argument_group("sam3d-adapter")
     adapter.add_argument("--sam-checkpoint", help="SAM ViT-B checkpoint (sam_vit_b_01ec64.pth) for the frozen encoder")
     adapter.add_argument("--preset", help="intensity preset: kits, lits, pancreas, colon or ct (default)")
@@ -54,24 +57,40 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def run(args) -> int:
-    import numpy as np
-
-    from ..devices import resolve_device
-    from ..io import IMAGE_SUFFIXES, read_image, write_mask
-    from ..prompts import point_prompt
-
-    out = Path(args.out)
-    if not out.name.lower().endswith(IMAGE_SUFFIXES):
-        raise ValueError(f"--out {out}: unknown image type; expected one of {', '.join(IMAGE_SUFFIXES)}")
-    if not out.parent.is_dir():
-        raise ValueError(f"--out {out}: folder {out.parent} does not exist")
+def check_arguments(args) -> Path:
+    """Everything that can be checked before the image is read and the model is built; returns
+    the output path."""
+    image = check_input_image(args.image, "--image")
+    out = check_output_image(args.out, "--out", inputs=[image])
     if not args.point and args.box is None:
         raise ValueError("give at least one --point (or a --box for sam2-3dmed)")
     if args.box is not None and args.model != "sam2-3dmed":
         raise ValueError("--box is supported by --model sam2-3dmed only")
+    check_weights(args.model, args.weights)
+    for option, value in (("--sam-checkpoint", args.sam_checkpoint), ("--sam2-checkpoint", args.sam2_checkpoint)):
+        if value is not None:
+            check_input_file(value, option, "a checkpoint file")
+    return out
+
+
+def _progress(message: str) -> None:
+    print(f"volsam segment: {message}", file=sys.stderr, flush=True)
+
+
+def run(args) -> int:
+    out = check_arguments(args)
+    import numpy as np
+
+    from ..devices import resolve_device
+    from ..io import read_image, write_mask
+    from ..prompts import point_prompt
+
     device = resolve_device(args.device)
-    volume = read_image(args.image)
+    _progress(f"reading {args.image}")
+    volume = read_image(args.image, allow_gaps=args.allow_gaps)
+    warning = intensity_warning(volume, args.image)
+    if warning:
+        _progress(f"warning: {warning}")
 
     def to_ras(coordinates, positive):
         prompt = point_prompt(volume, coordinates, args.space, positive)  # checks inside the image
@@ -82,8 +101,14 @@ def run(args) -> int:
     box = None
     if args.box is not None:
         box = np.array([to_ras(args.box[:3], True), to_ras(args.box[3:], True)])
+    _progress(f"loading the {args.model} model and segmenting on {device}")
     runner = importlib.import_module(RUNNERS[args.model])
     mask = runner.segment(volume, positives, negatives, box, args, device)
     write_mask(mask, volume, out)
-    print(f"wrote {out} ({int(np.count_nonzero(mask))} voxels)", file=sys.stderr)
+    voxels = int(np.count_nonzero(mask))
+    if voxels == 0:
+        _progress("warning: the mask is empty (0 voxels): the model found no object at the prompts; check that "
+                  "the points lie on the lesion in --space " + args.space + " coordinates (ras as Slicer shows them, "
+                  "lps as ITK and DICOM do) and that the image is CT in Hounsfield units")
+    _progress(f"wrote {out} ({voxels} voxels, label value 1)")
     return 0

@@ -73,9 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line_warning(message, category, filename, lineno, file=None, line=None):
-    text = " ".join(str(message).split())
-    print(f"volsam: warning: {text}", file=sys.stderr if file is None else file)
+def _one_line_warnings(verb: str):
+    """A ``warnings.showwarning`` that prints "volsam VERB: warning: ..." on one line."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = " ".join(str(message).split())
+        print(f"volsam {verb}: warning: {text}", file=sys.stderr if file is None else file)
+    return show
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    warnings.showwarning = _one_line_warning
+    warnings.showwarning = _one_line_warnings(args.verb)
     try:
         return int(args.func(args) or 0)
     except USER_ERRORS as error:

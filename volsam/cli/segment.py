@@ -6,6 +6,7 @@ Coordinates are RAS mm by default (as Slicer shows them), or LPS mm, or voxel in
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
 from pathlib import Path
@@ -40,6 +41,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--allow-gaps", action="store_true",
                         help="read a DICOM series with missing slices by resampling it onto a uniform grid")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="print each step on stderr (default: when stderr is a terminal)")
     parser.add_argument("--out", action=SetOnce, required=True, help="output mask file (.nii.gz, .nrrd, ...)")
     adapter = parser.add_argument_group("sam3d-adapter")
     adapter.add_argument("--sam-checkpoint", help="SAM ViT-B checkpoint (sam_vit_b_01ec64.pth) for the frozen encoder")
@@ -73,7 +76,7 @@ def check_arguments(args) -> Path:
     return out
 
 
-def _progress(message: str) -> None:
+def _say(message: str) -> None:
     print(f"volsam segment: {message}", file=sys.stderr, flush=True)
 
 
@@ -85,12 +88,15 @@ def run(args) -> int:
     from ..io import read_image, write_mask
     from ..prompts import point_prompt
 
+    # Progress goes to a terminal (or with --progress); piped stderr keeps only warnings, errors
+    # and the final line.
+    progress = _say if (args.progress if args.progress is not None else sys.stderr.isatty()) else (lambda _: None)
     device = resolve_device(args.device)
-    _progress(f"reading {args.image}")
+    progress(f"reading {args.image}")
     volume = read_image(args.image, allow_gaps=args.allow_gaps)
     warning = intensity_warning(volume, args.image)
     if warning:
-        _progress(f"warning: {warning}")
+        _say(f"warning: {warning}")
 
     def to_ras(coordinates, positive):
         prompt = point_prompt(volume, coordinates, args.space, positive)  # checks inside the image
@@ -101,14 +107,14 @@ def run(args) -> int:
     box = None
     if args.box is not None:
         box = np.array([to_ras(args.box[:3], True), to_ras(args.box[3:], True)])
-    _progress(f"loading the {args.model} model and segmenting on {device}")
+    progress(f"loading the {args.model} model and segmenting on {device}")
     runner = importlib.import_module(RUNNERS[args.model])
     mask = runner.segment(volume, positives, negatives, box, args, device)
     write_mask(mask, volume, out)
     voxels = int(np.count_nonzero(mask))
     if voxels == 0:
-        _progress("warning: the mask is empty (0 voxels): the model found no object at the prompts; check that "
+        _say("warning: the mask is empty (0 voxels): the model found no object at the prompts; check that "
                   "the points lie on the lesion in --space " + args.space + " coordinates (ras as Slicer shows them, "
                   "lps as ITK and DICOM do) and that the image is CT in Hounsfield units")
-    _progress(f"wrote {out} ({voxels} voxels, label value 1)")
+    _say(f"wrote {out} ({voxels} voxels, label value 1)")
     return 0

@@ -84,6 +84,8 @@ def check_image_file(path: str | os.PathLike) -> FileCheck:
     module docstring); a format this module does not parse passes unchecked."""
     path = Path(path)
     kind = suffix(path)
+    if path.is_file() and path.stat().st_size == 0:
+        raise ImageReadError(f"{path}: the file is empty (0 bytes); expected an image")
     if kind in (".nii", ".nii.gz"):
         layout = _nifti_layout(path, gzipped=kind == ".nii.gz")
     elif kind in (".mha", ".mhd"):
@@ -202,6 +204,9 @@ _NIFTI_TYPES = {2: ("uint8", 1, None), 4: ("int16", 2, None), 8: ("int32", 4, No
 
 def _nifti_layout(path: Path, gzipped: bool) -> DataLayout:
     head = _read_head(path, gzipped, 540)
+    if len(head) < 348:
+        raise ImageReadError(f"{path}: truncated file or not NIfTI: {len(head)} bytes, shorter than a NIfTI header "
+                             "(348 bytes)")
     for order in ("<", ">"):
         (sizeof_hdr,) = struct.unpack(order + "i", head[:4])
         if sizeof_hdr in (348, 540):

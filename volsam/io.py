@@ -122,7 +122,8 @@ def _check_orthonormal(direction, dimension: int, path: Path) -> None:
 def _read_dicom_series(folder: Path, allow_gaps: bool):
     import SimpleITK as sitk
 
-    series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    with _itk_quiet():
+        series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
     if not series_ids:
         raise ImageReadError(f"{folder}: folder holds no DICOM series; expected a file "
                              f"({', '.join(IMAGE_SUFFIXES)}) or a folder of one DICOM series")
@@ -130,7 +131,8 @@ def _read_dicom_series(folder: Path, allow_gaps: bool):
         raise ImageReadError(f"{folder}: folder holds {len(series_ids)} DICOM series; expected one "
                              "(move each series into a folder of its own)")
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_ids[0]))
+    with _itk_quiet():
+        reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_ids[0]))
     reader.MetaDataDictionaryArrayUpdateOn()
     try:
         with _itk_quiet():

@@ -84,7 +84,10 @@ def _one_line_warnings(verb: str):
 def main(argv: list[str] | None = None) -> int:
     argv = _join_negative_values(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # reported by the verb's parser, so that the message names the verb
+        verbs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        (verbs.choices.get(args.verb) or parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -34,7 +34,7 @@ def add_parser(subparsers):
 def run(args) -> int:
     from dataclasses import asdict
 
-    from ..weights.inspect import describe_checkpoint
+    from ..checkpoint_info import describe_checkpoint
 
     if args.path == "demo":
         from ..methods import get_method

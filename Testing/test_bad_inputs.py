@@ -269,7 +269,7 @@ SEGMENT_CASES = [
     case("segment only negative", "segment --model sam3d-adapter --weights demo --image {in}/ct.nii.gz "
          "--negative 1,2,3 --out {run}/m.nii.gz", "give at least one --point"),
     case("segment box for the adapter", f"{SEG} --box 1,1,5,8,8,5 --image {{in}}/ct.nii.gz --out {{run}}/m.nii.gz",
-         "--box is supported by --model sam2-3dmed only"),
+         "takes point prompts only"),
     case("segment weights missing", f"segment --model sam3d-adapter --weights {{in}}/nope.safetensors --point 0,0,0 "
          f"--image {{in}}/ct.nii.gz --out {{run}}/m.nii.gz", "not found"),
     case("segment weights header huge", f"segment --model sam3d-adapter --weights {{in}}/header_huge.safetensors "

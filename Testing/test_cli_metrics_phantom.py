@@ -174,7 +174,7 @@ def test_phantom_flip_axes_and_bad_options(tmp_path, capsys):
     assert code == 0
     assert json.loads((tmp_path / "ik" / "phantoms.json").read_text())["config"]["flip_ijk"] == [True, False, True]
     for argv, mentioned in ((["--flip", "x"], "--flip"), (["--size", "40.5,40,24"], "--size"),
-                            (["--spacing", "0,1,1"], "spacing_ijk"), (["--cases", "0"], "cases")):
+                            (["--spacing", "0,1,1"], "--spacing"), (["--cases", "0"], "cases")):
         code, out, err = run_main(capsys, "phantom", str(tmp_path / "bad"), *argv)
         assert code == 2 and out == ""
         assert err.count("\n") == 1 and err.startswith("volsam phantom: error: ") and mentioned in err, err

@@ -3,8 +3,8 @@
 Each case runs ``python -m volsam ...`` in a subprocess, in a folder of its own, and must end
 with exit code 2 and exactly one stderr line "volsam VERB: error: ..." naming the problem (no
 traceback), leaving its folder and the shared inputs byte for byte as they were. A few
-documented warnings are listed too (exit 0, the warning on a line of its own). Inputs are built once per
-module and are a few kB each; the subprocesses run four at a time.
+documented warnings are listed too (exit 0, the warning on a line of its own). Inputs are
+built once per module and are a few kB each; the subprocesses run four at a time.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def build_inputs(folder: Path) -> None:
     mask[4:8, 5:10, 5:10] = 1
     write_mask(mask, ct, folder / "mask.nii.gz")
     write_mask(mask * 2, ct, folder / "mask_label2.nii.gz")
-    raw = lambda name: (folder / name).read_bytes()  # noqa: E731
+    raw = lambda name: (folder / name).read_bytes()
 
     def put(name, data: bytes):
         (folder / name).write_bytes(data)
@@ -274,19 +274,19 @@ SEGMENT_CASES = [
          "--negative 1,2,3 --out {run}/m.nii.gz", "give at least one --point"),
     case("segment box for the adapter", f"{SEG} --box 1,1,5,8,8,5 --image {{in}}/ct.nii.gz --out {{run}}/m.nii.gz",
          "takes point prompts only"),
-    case("segment weights missing", f"segment --model sam3d-adapter --weights {{in}}/nope.safetensors --point 0,0,0 "
-         f"--image {{in}}/ct.nii.gz --out {{run}}/m.nii.gz", "not found"),
-    case("segment weights header huge", f"segment --model sam3d-adapter --weights {{in}}/header_huge.safetensors "
-         f"--space ijk --point 5,5,5 --image {{in}}/ct.nii.gz --out {{run}}/m.nii.gz", "header length field"),
-    case("segment weights header beyond file", f"segment --model sam3d-adapter --weights "
-         f"{{in}}/header_big.safetensors --space ijk --point 5,5,5 --image {{in}}/ct.nii.gz --out {{run}}/m.nii.gz",
+    case("segment weights missing", "segment --model sam3d-adapter --weights {in}/nope.safetensors --point 0,0,0 "
+         "--image {in}/ct.nii.gz --out {run}/m.nii.gz", "not found"),
+    case("segment weights header huge", "segment --model sam3d-adapter --weights {in}/header_huge.safetensors "
+         "--space ijk --point 5,5,5 --image {in}/ct.nii.gz --out {run}/m.nii.gz", "header length field"),
+    case("segment weights header beyond file", "segment --model sam3d-adapter --weights "
+         "{in}/header_big.safetensors --space ijk --point 5,5,5 --image {in}/ct.nii.gz --out {run}/m.nii.gz",
          "header length field"),
-    case("segment weights truncated", f"segment --model sam3d-adapter --weights {{in}}/cut.safetensors --space ijk "
-         f"--point 5,5,5 --image {{in}}/ct.nii.gz --out {{run}}/m.nii.gz", "safetensors"),
-    case("segment weights text", f"segment --model sam3d-adapter --weights {{in}}/text.pth --space ijk --point 5,5,5 "
-         f"--image {{in}}/ct.nii.gz --out {{run}}/m.nii.gz", "text.pth"),
-    case("segment weights hostile pickle", f"segment --model sam3d-adapter --weights {{in}}/hostile.pth --space ijk "
-         f"--point 5,5,5 --image {{in}}/ct.nii.gz --out {{run}}/m.nii.gz", "refusing to load"),
+    case("segment weights truncated", "segment --model sam3d-adapter --weights {in}/cut.safetensors --space ijk "
+         "--point 5,5,5 --image {in}/ct.nii.gz --out {run}/m.nii.gz", "safetensors"),
+    case("segment weights text", "segment --model sam3d-adapter --weights {in}/text.pth --space ijk --point 5,5,5 "
+         "--image {in}/ct.nii.gz --out {run}/m.nii.gz", "text.pth"),
+    case("segment weights hostile pickle", "segment --model sam3d-adapter --weights {in}/hostile.pth --space ijk "
+         "--point 5,5,5 --image {in}/ct.nii.gz --out {run}/m.nii.gz", "refusing to load"),
     case("segment sam checkpoint missing", f"{SEG} --sam-checkpoint {{in}}/sam.pth --image {{in}}/ct.nii.gz "
          f"--out {{run}}/m.nii.gz", "--sam-checkpoint"),
     case("segment sam2 checkpoint missing", f"{SEG2} --sam2-checkpoint {{in}}/sam2.pt --image {{in}}/ct.nii.gz "
@@ -305,8 +305,8 @@ SEGMENT_CASES = [
          "--image: given more than once"),
     case("segment out twice", f"{SEG} --image {{in}}/ct.nii.gz --out {{run}}/a.nii.gz --out {{run}}/b.nii.gz",
          "--out: given more than once"),
-    case("segment unknown space", f"segment --model sam3d-adapter --weights demo --space xyz --point 1,2,3 "
-         f"--image {{in}}/ct.nii.gz --out {{run}}/m.nii.gz", "invalid choice: 'xyz'"),
+    case("segment unknown space", "segment --model sam3d-adapter --weights demo --space xyz --point 1,2,3 "
+         "--image {in}/ct.nii.gz --out {run}/m.nii.gz", "invalid choice: 'xyz'"),
     case("segment unknown model", "segment --model sam4 --weights demo --point 1,2,3 --image {in}/ct.nii.gz "
          "--out {run}/m.nii.gz", "invalid choice: 'sam4'"),
     case("segment no model", "segment --weights demo --point 1,2,3 --image {in}/ct.nii.gz --out {run}/m.nii.gz",
@@ -403,7 +403,7 @@ def run_case(item: Case, inputs: Path, runs: Path) -> tuple[Case, subprocess.Com
     before = snapshot(run)
     argv = [a.replace("{in}", str(inputs)).replace("{run}", str(run)) for a in item.argv]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-m", "volsam", *argv], capture_output=True, encoding="utf-8", errors="replace", timeout=300,
+    result = subprocess.run([sys.executable, "-m", "volsam", *argv], capture_output=True, encoding="utf-8", errors="replace", timeout=300, check=False,
                             cwd=run, env=env)
     return item, result, before, snapshot(run)
 
@@ -443,7 +443,7 @@ def test_case(outcomes, item):
 
 
 def test_inputs_are_untouched_and_no_hostile_code_ran(outcomes):
-    results, inputs_before, inputs_after, inputs = outcomes
+    _, inputs_before, inputs_after, inputs = outcomes
     assert inputs_after == inputs_before  # --out equal to --image left the image byte-identical
     assert not (inputs / "PWNED").exists()
 
@@ -457,7 +457,7 @@ def test_help_and_version_import_nothing_heavy_and_errors_come_first():
                  ["info", "missing.nii.gz"], ["train", "--model", "sam3d-adapter", "--data", "nowhere", "--label",
                                               "2", "--out", "run"]):
         result = subprocess.run([sys.executable, "-X", "importtime", "-m", "volsam", *argv], capture_output=True,
-                                text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})
+                                text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)
         imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line}
         assert not imported & set(heavy), (argv, imported & set(heavy))
     assert "verbs not built yet" not in (REPO / "volsam" / "cli" / "__init__.py").read_text()

@@ -9,8 +9,8 @@ import warnings
 
 import numpy as np
 import pytest
-
 from test_bad_inputs import write_dicom_series
+
 from volsam.geometry import Volume
 from volsam.image_files import check_image_file
 from volsam.io import ImageReadError, read_image, write_image

@@ -21,6 +21,7 @@ before torch or SimpleITK load.
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 import zlib
@@ -353,5 +354,5 @@ def _nrrd_layout(path: Path) -> DataLayout:
         data_file, offset, per_value, compression = path, 0, None, None  # file lists: not sized here
     else:
         data_file, offset = path.parent / data_name.strip(), 0
-    spacings = tuple(v for v in _floats(fields.get("spacings", "").replace("nan", "")) if v == v)
+    spacings = tuple(v for v in _floats(fields.get("spacings", "")) if not math.isnan(v))  # nan: a non-spatial axis
     return DataLayout(sizes, type_name, per_value, data_file, offset, compression, spacings=spacings)

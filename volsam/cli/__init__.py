@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import re
 import sys
 import warnings
@@ -121,7 +122,7 @@ def parse_number_list(text: str, count: int, what: str) -> tuple[float, ...]:
 
 
 def _finite(value: float) -> bool:
-    return value == value and abs(value) != float("inf")
+    return math.isfinite(value)
 
 
 def number_list(count: int, what: str):

@@ -27,7 +27,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--size", type=number_list(3, "--size"), metavar="I,J,K",
                         help="image size in voxels (default: 96,96,64)")
     parser.add_argument("--oblique", action="store_true",
-                        help="rotate the voxel grid by %s degrees about R, A, S" % (OBLIQUE_ROTATION_DEG_RAS,))
+                        help=f"rotate the voxel grid by {OBLIQUE_ROTATION_DEG_RAS} degrees about R, A, S")
     parser.add_argument("--flip", nargs="?", const="i", metavar="AXES",
                         help="reverse the index order of these axes (letters of 'ijk'; bare --flip: i, "
                              "a mirrored, left-handed grid)")

@@ -12,7 +12,13 @@ from pathlib import Path
 
 from ..methods import get_method, method_names
 from . import SetOnce, number_list
-from .checks import check_input_file, check_input_image, check_output_image, check_weights, intensity_warning
+from .checks import (
+    check_input_file,
+    check_input_image,
+    check_output_image,
+    check_weights,
+    intensity_warning,
+)
 
 
 def add_parser(subparsers) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import locale
 import os
 import pickle
 import shutil
@@ -61,6 +62,16 @@ def ct_volume(shape_kji=(12, 16, 16), dtype=np.int16) -> Volume:
 
 
 def write_dicom_series(folder: Path, count=6, spacing=2.0, skip=()):
+    """A small CT series; GDCM's writer sets the process locale to "C", which would make later
+    tests in this process write text as ASCII, so the locale is restored."""
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        _write_dicom_slices(folder, count, spacing, skip)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
+def _write_dicom_slices(folder: Path, count: int, spacing: float, skip) -> None:
     import SimpleITK as sitk
 
     folder.mkdir(parents=True)

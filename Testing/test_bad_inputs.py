@@ -494,3 +494,15 @@ def test_sigterm_to_the_process_group_stops_training_cleanly(outcomes, tmp_path)
             process.kill()
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr and stderr.strip().splitlines()[-1] == "volsam train: interrupted"
+
+
+def test_weights_inspect_takes_demo_and_reports_a_damaged_header(outcomes, capsys):
+    from volsam.cli import main
+
+    *_, inputs = outcomes
+    assert main(["weights", "inspect", "demo", "--json"]) == 0
+    reports = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["kind"] for r in reports] == ["sam3d-adapter", "sam2-3dmed"] and all(r["usable"] for r in reports)
+    assert main(["weights", "inspect", str(inputs / "header_huge.safetensors"), "--json"]) == 1  # its contract
+    report = json.loads(capsys.readouterr().out)
+    assert report["kind"] == "damaged" and "header length field says 1,099,511,627,776 bytes" in report["summary"]

@@ -17,7 +17,8 @@ prompts the user may paint in the segment with Segment Editor. Two things keep t
   Editor"), so undo takes the stroke away first and redo brings it back. This class keeps a
   *shadow* of the segment's raw labelmap on the volume's grid (what
   :meth:`~volsam.mrml.segments.SegmentOnGrid.read_raw` returns), updated only inside the boxes it
-  writes itself (steps, app edits, undo and redo), so it costs nothing per click. When the
+  writes itself (steps, app edits, undo and redo), so it costs nothing per click (its memory:
+  one labelmap value per voxel of the volume, as much as the session's buffer). When the
   labelmap changed since this class last wrote it (a cheap comparison of its address and
   modification times), :meth:`~SegmentInteraction.take_in_edits` records the change as one step
   whose before-patch comes from the shadow and after-patch from the segment, over the box where

@@ -71,23 +71,12 @@ class CropGrid:
 
 
 def volume_tensor(array: np.ndarray, device) -> torch.Tensor:
-    """The volume's intensities as a tensor on ``device``, made once per session.
+    """The volume's intensities as a tensor on ``device``, made once per session: integer CT
+    and float32 keep their dtype (every sampled block becomes float32 exactly as the host path
+    made it), others become float32 (:func:`volsam.devices.to_device`)."""
+    from ...devices import to_device
 
-    Integer CT (int16, uint8, int8) and float32 stay in their dtype: every sampled block is
-    converted to float32 exactly as the host path converted it, and int16 takes half the
-    device memory. Other dtypes become float32 here, once (the same values the per-block
-    conversion gives). On CPU a contiguous float32 or int16 array is shared, not copied.
-    """
-    array = np.asarray(array)
-    if array.dtype not in KEPT_DTYPES:
-        array = array.astype(np.float32)
-    if not array.flags.c_contiguous or not array.flags.writeable:
-        array = np.array(array, order="C")  # torch shares only writeable contiguous memory
-    return torch.from_numpy(array).to(device)
-
-
-#: Volume dtypes a session keeps as they are on the device (converted to float32 per block).
-KEPT_DTYPES = (np.dtype(np.float32), np.dtype(np.int16), np.dtype(np.uint8), np.dtype(np.int8))
+    return to_device(array, device)
 
 
 def inside_axes(axes_kji, shape_kji) -> list[np.ndarray]:

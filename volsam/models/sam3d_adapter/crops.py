@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ...clicks import connected_regions
 from ...geometry import Box
 
 
@@ -152,8 +153,6 @@ def keep_clicked_parts(mask: torch.Tensor, clicks_kji: np.ndarray, method: str =
     if method == "auto":
         method = "label" if mask.device.type == "cpu" else "flood"
     if method == "label":
-        from ...clicks import connected_regions
-
         parts, count = connected_regions(mask.cpu().numpy())
         hit = np.unique(parts[tuple(clicks_kji.T)]) if len(clicks_kji) else np.zeros(0, int)
         hit = hit[hit > 0]

@@ -18,12 +18,12 @@ from conftest import make_volume
 from conftest_adapter import tiny_model
 
 from volsam.clicks import connected_regions
+from volsam.devices import to_device
 from volsam.geometry import Volume
 from volsam.models.sam3d_adapter.crops import (
     NearestClick,
     keep_clicked_parts,
     sample_trilinear,
-    volume_tensor,
 )
 from volsam.sessions.adapter_session import AdapterSession, AdapterSessionOptions
 
@@ -218,11 +218,32 @@ def test_nearest_click_map_grows_click_by_click_and_rebuilds_after_an_undo():
 
 
 @pytest.mark.parametrize("dtype", [np.int16, np.float64, np.uint16])
-def test_volume_tensor_samples_what_the_host_sampled(dtype):
+def test_the_volume_on_the_device_samples_what_the_host_sampled(dtype):
     array = np.random.default_rng(2).integers(-900, 900 if dtype != np.uint16 else 1800,
                                               size=(9, 10, 11)).astype(dtype)
-    tensor = volume_tensor(array[:, ::-1], "cpu")  # a negative-stride view is copied, not refused
+    tensor = to_device(array[:, ::-1], "cpu")  # a negative-stride view is copied, not refused
     assert tensor.dtype == (torch.int16 if dtype == np.int16 else torch.float32)
     axes = [np.linspace(-1.3, n + 0.4, 7) for n in array.shape]
     np.testing.assert_array_equal(sample_trilinear(tensor, axes).numpy(),
                                   host_sample_trilinear(array[:, ::-1], axes))
+
+
+def test_warmup_leaves_the_session_as_it_was():
+    model = tiny_model(seed=4)
+    options = AdapterSessionOptions(max_growth_crops=0, threshold=0.45)
+    volume = blob_volume("lps_axial_flipped")
+    warm, cold = AdapterSession(model, "cpu", options), AdapterSession(model, "cpu", options)
+    for session in (warm, cold):
+        session.open_volume(volume)
+        session.add_point(ras(volume, CLICKS[0][0]))
+    before = warm.result.copy()
+    warm.warmup()
+    assert warm.volume is volume and len(warm.prompts.clicks) == 1 and np.array_equal(warm.result, before)
+    for session in (warm, cold):  # the crop's cached encoder output and history are still there
+        session.add_point(ras(volume, CLICKS[1][0]))
+        session.undo()
+    np.testing.assert_array_equal(warm.result, before)
+    for session in (warm, cold):
+        session.redo()
+    assert warm.result.any()
+    np.testing.assert_array_equal(warm.result, cold.result)

@@ -28,7 +28,7 @@ of the full-size model in float32 on a 2-core CPU (spec, performance notes).
 
     python bench/adapter_click.py                      # the CPU target figures (tiny and vit_b)
     python bench/adapter_click.py --sizes tiny         # quick
-    python bench/adapter_click.py --devices cuda --sizes vit_b --precisions bfloat16,float32
+    python bench/adapter_click.py --devices cuda --sizes vit_b --precisions bfloat16,float32 --warmup
 
 With no arguments the last line is ``host_share_first=<percent> host_share_refine=<percent>``:
 the share of a full-size float32 first and refinement click that is not the network.
@@ -196,6 +196,8 @@ def main(argv=None) -> int:
     parser.add_argument("--precisions", default="float32,bfloat16")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=6, help="refinement clicks per configuration")
+    parser.add_argument("--warmup", action="store_true",
+                        help="warm every model up before its first click (default: tiny models only)")
     parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -218,9 +220,10 @@ def main(argv=None) -> int:
             if size not in checkpoints:
                 checkpoints[size] = str(write_checkpoint(size, Path(folder)))
             # Tiny models are timed after a warm-up pass (otherwise one-time kernel set-up is all
-            # they measure); full-size first clicks include it, as a user's first click does.
+            # they measure); full-size first clicks include it, as a user's first click does,
+            # unless --warmup (the GPU target is a warm session's first click on a new crop).
             spec = {"checkpoint": checkpoints[size], "device": device, "patch_path": path, "precision": precision,
-                    "threads": args.threads, "repeats": args.repeats, "warmup": size == "tiny"}
+                    "threads": args.threads, "repeats": args.repeats, "warmup": args.warmup or size == "tiny"}
             result = run_child(spec)
             rows.append({**spec, **result})
             for line in format_row(rows[-1]):

@@ -45,6 +45,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from ..devices import to_device
 from ..geometry import Box, Volume, union_boxes
 from ..models.sam3d_adapter.crops import (
     KEEP_METHODS,
@@ -56,7 +57,6 @@ from ..models.sam3d_adapter.crops import (
     outer_and,
     sample_trilinear,
     spread_points,
-    volume_tensor,
 )
 from ..prompts import point_prompt
 from .base import check_target_buffer
@@ -184,11 +184,16 @@ class AdapterSession(Session):
         self._embeddings: OrderedDict = OrderedDict()
 
     def warmup(self) -> None:
-        """Run the model once on an empty crop, so that the first click does not also pay for
-        kernel selection and allocator warm-up (costs one encoder pass)."""
+        """Click once on a blank volume in a throwaway session sharing this one's model, so
+        that the first real click pays for neither kernel selection and loading nor allocator
+        warm-up, in the network or in the voxel work around it (costs one encoder pass; this
+        session's volume, prompts and history are not touched)."""
         size = self.crop_size
-        embedding = self.predictor.embed(torch.zeros((size,) * 3, dtype=torch.float32, device=self.device))
-        self.predictor.predict(embedding, np.full((1, 3), size / 2))
+        # A threshold below every probability, so that the kept-object step has a mask to walk.
+        scratch = AdapterSession(predictor=self.predictor, options=replace(self.options, threshold=1e-9))
+        scratch.open_volume(Volume.from_spacing(np.zeros((size,) * 3, np.float32)))
+        scratch.add_point((size / 2,) * 3, space="ijk")
+        scratch.close()
 
     # --- volume and buffer -----------------------------------------------------------------------
     def open_volume(self, volume: Volume, target_buffer: np.ndarray | None = None) -> None:
@@ -200,7 +205,8 @@ class AdapterSession(Session):
         self._volume = volume
         self._embeddings.clear()
         self._volume_tensor = None  # the old volume's device memory goes before the new one comes
-        self._volume_tensor = volume_tensor(volume.array, self.device)
+        # Integer CT and float32 keep their dtype; each sampled block becomes float32 on the device.
+        self._volume_tensor = to_device(volume.array, self.device)
         self._history = MaskHistory(buffer)
         self._prompts = AdapterPrompts()
 

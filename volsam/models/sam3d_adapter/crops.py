@@ -71,15 +71,6 @@ class CropGrid:
         return axes
 
 
-def volume_tensor(array: np.ndarray, device) -> torch.Tensor:
-    """The volume's intensities as a tensor on ``device``, made once per session: integer CT
-    and float32 keep their dtype (every sampled block becomes float32 exactly as the host path
-    made it), others become float32 (:func:`volsam.devices.to_device`)."""
-    from ...devices import to_device
-
-    return to_device(array, device)
-
-
 def inside_axes(axes_kji, shape_kji) -> list[np.ndarray]:
     """Per axis, where a continuous index lies within half a voxel of an array of ``shape_kji``."""
     return [(a >= -0.5) & (a <= n - 0.5) for a, n in zip(axes_kji, shape_kji)]

@@ -118,6 +118,8 @@ class SliceFrames:
         return self.frames([slice_index])[0]
 
     def frames(self, slice_indices) -> torch.Tensor:
+        """The inputs (B, 3, S, S) of the slices ``slice_indices``: their values cross to the
+        device in one copy (asynchronous, from pinned memory, on CUDA), the rest runs there."""
         import torch.nn.functional as F
 
         from ...devices import to_device

@@ -377,7 +377,13 @@ class SliceTracker:
         if self.config.compile_mode is not None and len(slice_indices) < self.config.encode_batch:
             padding = images[-1:].expand(self.config.encode_batch - len(slice_indices), -1, -1, -1)
             images = torch.cat([images, padding])
-        backbone_out = self._encode_images(images)
+        if self.config.compile_mode == "reduce-overhead":
+            # CUDA graphs replay into the same output memory: mark the step, keep copies.
+            torch.compiler.cudagraph_mark_step_begin()
+            backbone_out = {key: [x.clone() for x in value] if isinstance(value, list) else value
+                            for key, value in self._encode_images(images).items()}
+        else:
+            backbone_out = self._encode_images(images)
         features = []
         for n in range(len(slice_indices)):
             one = {"backbone_fpn": [x[n:n + 1] for x in backbone_out["backbone_fpn"]],

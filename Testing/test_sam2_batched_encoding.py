@@ -46,7 +46,7 @@ def test_batched_encoding_gives_the_masks_of_one_slice_at_a_time(present_model, 
     batched, state = _propagate(present_model, 4, volume)
     # The prompted slice (6) alone; up: 7-10, 11-14, 15-16; down: 5-2, 1-0.
     assert batches == [1, 4, 4, 2, 4, 2]
-    assert len(state.features) <= TrackerConfig(encode_batch=4).cached_feature_slices == 5
+    assert len(state.features) <= TrackerConfig(encode_batch=4).cached_feature_slices("cpu") == 5
     assert sorted(single) == sorted(batched) == [s for s in range(17) if s != 6]
     for s in single:
         np.testing.assert_array_equal(single[s], batched[s], err_msg=f"slice {s}")

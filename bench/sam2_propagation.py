@@ -201,7 +201,9 @@ def run_child(args, method: str, num_slices: int, weights: str, stages: bool = F
     command = [sys.executable, __file__, "--child", method, "--num-slices", str(num_slices),
                "--weights-file", weights, "--variant", args.variant, "--image-size", str(args.image_size),
                "--rows", str(args.rows), "--cols", str(args.cols), "--device", args.device,
-               "--threads", str(args.threads or 0), "--encode-batch", str(args.encode_batch)]
+               "--threads", str(args.threads or 0)]
+    if args.encode_batch is not None:
+        command += ["--encode-batch", str(args.encode_batch)]
     if args.warm:
         command.append("--warm")
     if args.compile_mode:
@@ -271,7 +273,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch threads per run (0: torch's default)")
     parser.add_argument("--repeats", type=int, default=1, help="runs per configuration; the fastest counts")
     parser.add_argument("--sam2-checkpoint", help="official SAM2.1 checkpoint (default: random weights)")
-    parser.add_argument("--encode-batch", type=int, default=4, help="slices volsam encodes at once")
+    parser.add_argument("--encode-batch", type=int, default=None,
+                        help="slices volsam encodes at once (default: the tracker's: 1 on the CPU, 8 on a GPU)")
     parser.add_argument("--compile-mode", default=None, help="torch.compile mode for volsam's image encoder")
     parser.add_argument("--warm", action="store_true",
                         help="time each run a second time in its process (the first is reported as cold)")
@@ -291,7 +294,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as folder:
         weights = args.sam2_checkpoint or make_weights(args, Path(folder))
         print(f"SAM2.1 {args.variant} at {args.image_size} px, volume {args.rows} x {args.cols} per slice, "
-              f"device {args.device}, threads {args.threads or 'default'}, encode batch {args.encode_batch}, "
+              f"device {args.device}, threads {args.threads or 'default'}, encode batch {args.encode_batch or 'auto'}, "
               f"matmul {matmul_gflops(args.threads or 2):.0f} GFLOP/s, load {load_average():.1f}, "
               f"weights {'random' if not args.sam2_checkpoint else args.sam2_checkpoint}", flush=True)
         best: dict[tuple[str, int], dict] = {}

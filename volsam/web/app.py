@@ -1,0 +1,464 @@
+"""The VolumetricSAM browser app: trame-slicer's Slicer views, a side panel, one controller.
+
+Everything that segments goes through :class:`volsam.mrml.controller.InteractionController`
+(the one the Slicer modules drive) and the method registry; this module only builds the page,
+shows the image, forwards the panel's buttons and shows the controller's state. The views are
+trame-slicer's: real Slicer slice and 3D views rendered on the server and streamed to the
+page, with Slicer's own mouse interaction (scroll to change slice, right-drag to zoom, middle-
+drag to pan, left-drag for window/level) and markups placement, so a click in a view becomes a
+markups control point that the controller observes.
+
+Threads: trame runs one asyncio loop; every MRML and VTK call happens on it. Model work runs on
+the controller's worker thread; a periodic task on the loop polls the controller, which applies
+finished results to MRML there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import AppConfig
+
+log = logging.getLogger(__name__)
+
+#: How often the loop polls the controller for finished work (seconds).
+POLL_INTERVAL_S = 0.05
+#: Colours of new segments (RGB 0..1), in turn.
+SEGMENT_COLOURS = ((0.95, 0.55, 0.1), (0.2, 0.6, 1.0), (0.85, 0.2, 0.8), (0.3, 0.85, 0.35), (1.0, 0.9, 0.2))
+#: Placing-mode names of the panel -> the controller's prompt roles.
+PROMPT_ROLES = ("positive", "negative", "box")
+#: Window and level (HU) the demo phantom opens with.
+DEMO_WINDOW_LEVEL = (400.0, 40.0)
+EDIT_TOOLS = ("paint", "erase")
+
+
+def one_line(error: BaseException) -> str:
+    """An exception as the one line the page shows (never a traceback)."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+@dataclass
+class LoadedImage:
+    """The opened image: engine volume (for saving on its grid) and its name."""
+
+    volume: object
+    name: str
+    is_demo: bool
+
+
+def load_image(config: AppConfig) -> LoadedImage:
+    """The image the app opens: ``config.image`` through :mod:`volsam.io`, or the demo phantom."""
+    if config.image is None:
+        from ..phantoms import make_phantom
+
+        image, _labels, _info = make_phantom(config.demo_seed)
+        return LoadedImage(image, f"Demo phantom (seed {config.demo_seed})", True)
+    from ..io import read_image
+
+    path = Path(config.image)
+    name = path.name[:-7] if path.name.endswith(".nii.gz") else path.stem
+    return LoadedImage(read_image(path), name or "image", False)
+
+
+def _view_marker(view_id: str) -> None:
+    """An empty element next to a view's image that names the view (``data-view="Red"``), so a
+    page test finds the view it clicks in."""
+    from trame.widgets import html
+
+    html.Div(raw_attrs=[f'data-view="{view_id}"'], style="display: none;")
+
+
+def _slice_view_gutter(server, view_id, view) -> None:
+    from trame_slicer.app.ui import create_vertical_slice_view_gutter_ui
+
+    _view_marker(view.get_singleton_tag())
+    create_vertical_slice_view_gutter_ui(server, view_id, view)
+
+
+def _threed_view_gutter(server, view_id, view) -> None:
+    from trame_slicer.app.ui import create_vertical_view_gutter_ui
+
+    _view_marker(view.get_singleton_tag())
+    create_vertical_view_gutter_ui(server, view_id, view)
+
+
+class VolumetricSamApp:
+    """One app: a Slicer scene with the image, a segmentation, the views and the panel."""
+
+    def __init__(self, config: AppConfig, server=None):
+        from trame.app import get_server
+        from trame_slicer import module as trame_slicer_module
+        from trame_slicer.core import LayoutManager, SlicerApp
+        from trame_slicer.rca_view import register_rca_factories
+
+        from ..methods import get_method, method_names
+        from ..mrml.nodes import volume_node_from_volume
+
+        get_method(config.method)  # a clear error for an unknown method before anything starts
+        self.config = config
+        self.method_names = method_names()
+        self.server = server or get_server(None, client_type="vue3")
+        self.server.enable_module(trame_slicer_module)
+        self.state = self.server.state
+        self.slicer = SlicerApp()
+        self.scene = self.slicer.scene
+        register_rca_factories(self.slicer.view_manager, self.server, slice_view_ui_f=_slice_view_gutter,
+                               three_d_view_ui_f=_threed_view_gutter)
+        self.layout_manager = LayoutManager(self.scene, self.slicer.view_manager, self.server)
+        self.layout_manager.register_layout_dict(LayoutManager.default_grid_configuration())
+        if not self.layout_manager.has_layout(config.layout):
+            raise ValueError(f"unknown layout {config.layout!r}; expected one of "
+                             f"{', '.join(self.layout_manager.get_layout_ids())}")
+        self.layout_manager.set_layout(config.layout)
+
+        self.image = load_image(config)
+        self.volume_node = volume_node_from_volume(self.scene, self.image.volume, self.image.name)
+        self._show_volume()
+        self.editor = self.slicer.segmentation_editor
+        self.segmentation_node = self.editor.create_empty_segmentation_node()
+        self.segmentation_node.SetName(f"{self.image.name} segmentation")
+        # No undo stack for trame-slicer's editor: its effects then push nothing onto a second
+        # history; a paint stroke is recorded as one step of the controller's history instead.
+        self.editor.set_undo_stack(None)
+        self.editor.set_active_segmentation(self.segmentation_node, self.volume_node)
+        self.editor.set_surface_representation_enabled(True)
+        first = self.editor.add_empty_segment(segment_name="Lesion 1", segment_color=list(SEGMENT_COLOURS[0]))
+        self.editor.set_active_segment_id(first)
+        self.editor.active_segment_modifier.segmentation_modified.connect(self._on_segmentation_modified)
+
+        self.controller = None
+        self._poll_task = None
+        self._view_sizes: dict[str, tuple] = {}
+        self._init_state()
+        self._build_ui()
+        self.server.controller.on_server_ready.add(self._on_server_ready)
+        self._refresh_segments()
+
+    # --- the image and the views ---------------------------------------------------------------
+    def _show_volume(self) -> None:
+        if self.image.is_demo:  # a soft-tissue window shows the phantom's lesions
+            self.volume_node.GetDisplayNode().AutoWindowLevelOff()
+            self.volume_node.GetDisplayNode().SetWindowLevel(*DEMO_WINDOW_LEVEL)
+        display = self.slicer.display_manager
+        if self.config.volume_rendering:
+            display.show_volume(self.volume_node, vr_preset="CT-Soft-Tissue", do_reset_views=True)
+        else:
+            display.show_volume_in_slice_background(self.volume_node)
+            for view in self.slicer.view_manager.get_slice_views():
+                view.set_visible_in_3d(True)
+            display.reset_views()
+
+    def slice_view(self, orientation: str):
+        """The slice view showing ``orientation`` ("Axial", "Coronal" or "Sagittal")."""
+        for view in self.slicer.view_manager.get_slice_views():
+            if view.get_orientation() == orientation:
+                return view
+        raise ValueError(f"no {orientation} view in the layout")
+
+    # --- page state ----------------------------------------------------------------------------
+    def _init_state(self) -> None:
+        state = self.state
+        state.trame__title = "VolumetricSAM"
+        state.setdefault("layout_id", self.config.layout)
+        state.layout_ids = self.layout_manager.get_layout_ids()
+        state.method = self.config.method
+        state.methods = [{"value": name, "title": self._method_title(name)} for name in self.method_names]
+        state.device = self.config.device
+        state.devices = ["auto", "cpu", "cuda", "mps"]
+        state.placing = None  # one of PROMPT_ROLES, or None
+        state.tool = None  # one of EDIT_TOOLS, or None
+        state.auto_run = True
+        state.ready = False
+        state.busy = False
+        state.message = "Loading the model..."
+        state.error = ""
+        state.cpu_warning = ""
+        state.progress_done = 0
+        state.progress_total = 0
+        state.can_undo = False
+        state.can_redo = False
+        state.confirmed_slices = []
+        state.capabilities = []
+        state.segments = []
+        state.active_segment_id = ""
+        state.saved_path = ""
+        state.image_name = self.image.name
+        state.change("layout_id")(self._on_layout_changed)
+        state.change("method", "device")(self._on_model_choice_changed)
+        state.change("auto_run")(self._on_auto_run_changed)
+
+    def _method_title(self, name: str) -> str:
+        from ..methods import get_method
+
+        method = get_method(name)
+        return f"{method.module_name} ({method.title})"
+
+    def _on_layout_changed(self, layout_id, **_):
+        self._guard(lambda: self.layout_manager.set_layout(layout_id))
+
+    def show_error(self, message: str) -> None:
+        with self.state:
+            self.state.error = message
+
+    def _guard(self, action):
+        """Run a panel action; an exception becomes the page's one-line error message."""
+        try:
+            with self.state:
+                self.state.error = ""
+            return action()
+        except Exception as error:  # the page shows it; the server keeps running
+            log.debug("panel action failed", exc_info=True)
+            self.show_error(one_line(error))
+            return None
+
+    # --- the controller ------------------------------------------------------------------------
+    def _on_server_ready(self, **_):
+        self._start_controller()
+        self._poll_task = asyncio.ensure_future(self._poll_forever())
+
+    def _fit_resized_views(self) -> None:
+        """Fit each slice view to the image when the page gave it a new size: the views are made
+        before the page lays them out, so a fit at start would fit a placeholder size."""
+        for view in self.slicer.view_manager.get_slice_views():
+            size = tuple(view.render_window().GetSize())
+            if self._view_sizes.get(view.get_singleton_tag()) != size:
+                self._view_sizes[view.get_singleton_tag()] = size
+                view.fit_view_to_content()
+
+    async def _poll_forever(self):
+        while True:
+            self._fit_resized_views()
+            if self.controller is not None:
+                try:
+                    self.controller.poll(0.0)
+                except Exception as error:
+                    self.show_error(one_line(error))
+            await asyncio.sleep(POLL_INTERVAL_S)
+
+    def _start_controller(self) -> None:
+        def start():
+            from ..methods import SessionSettings, WeightsChoice, get_method
+
+            try:
+                from ..mrml.controller import InteractionController
+            except ImportError as error:
+                raise ValueError("the interaction controller (volsam.mrml.controller) is not in this "
+                                 f"installation ({error}); the views work, segmenting does not") from None
+            if self.controller is not None:
+                self.controller.close()
+                self.controller = None
+            method = get_method(self.state.method)
+            weights = WeightsChoice(weights=self.config.weights_for(method.name),
+                                    sam_checkpoint=self.config.sam_checkpoint,
+                                    sam2_checkpoint=self.config.sam2_checkpoint, from_cache=True)
+            controller = InteractionController(self.scene, method)
+            controller.add_listener(self._on_controller_state)
+            self.controller = controller
+            with self.state:
+                self.state.capabilities = sorted(method.capabilities)
+                self.state.message = f"Loading {method.title}..."
+            controller.initialize(self.volume_node, self.segmentation_node, self.editor.active_segment_id,
+                                  weights=weights, settings=SessionSettings(preset=self.config.preset),
+                                  device=self.state.device)
+            controller.auto_run = bool(self.state.auto_run)
+
+        self._guard(start)
+
+    def _on_model_choice_changed(self, **_):
+        if self._poll_task is None:  # not started yet: the server-ready hook starts it
+            return
+        self._set_placing(None)
+        self._start_controller()
+
+    def _on_auto_run_changed(self, auto_run, **_):
+        if self.controller is not None:
+            self.controller.auto_run = bool(auto_run)
+
+    def _on_controller_state(self, controller_state) -> None:
+        with self.state:
+            state = self.state
+            state.ready = bool(controller_state.ready)
+            state.busy = bool(controller_state.busy)
+            state.message = controller_state.message or ""
+            if controller_state.error:
+                state.error = controller_state.error
+            done, total = controller_state.progress or (0, 0)
+            state.progress_done, state.progress_total = int(done), int(total)
+            state.can_undo = bool(controller_state.can_undo)
+            state.can_redo = bool(controller_state.can_redo)
+            state.confirmed_slices = [int(index) for index in controller_state.confirmed_slices]
+            state.cpu_warning = controller_state.cpu_warning or ""
+        if controller_state.segment_id and controller_state.segment_id != self.editor.active_segment_id:
+            self.editor.set_active_segment_id(controller_state.segment_id)
+        self._refresh_segments()
+
+    def _require_controller(self):
+        if self.controller is None:
+            raise ValueError("the model is not loaded yet (see the message above)")
+        return self.controller
+
+    # --- panel actions (each one call of the controller) --------------------------------------
+    def _set_placing(self, role: str | None) -> None:
+        """Place prompts of ``role`` with the mouse (None: leave placing)."""
+        markups = self.slicer.markups_logic
+        if role is None:
+            markups.disable_place_mode()
+        else:
+            if role not in PROMPT_ROLES:
+                raise ValueError(f"unknown prompt kind {role!r}; expected one of {', '.join(PROMPT_ROLES)}")
+            self._set_tool(None)
+            markups.place_node(self._require_controller().prompt_node(role), persistent=True)
+        with self.state:
+            self.state.placing = role
+
+    def _set_tool(self, tool: str | None) -> None:
+        """Paint or erase in the selected segment with trame-slicer's effects (None: stop)."""
+        from trame_slicer.segmentation import SegmentationEffectErase, SegmentationEffectPaint
+
+        if tool is None:
+            self.editor.deactivate_effect()
+        else:
+            if tool not in EDIT_TOOLS:
+                raise ValueError(f"unknown tool {tool!r}; expected one of {', '.join(EDIT_TOOLS)}")
+            self.slicer.markups_logic.disable_place_mode()
+            with self.state:
+                self.state.placing = None
+            self.editor.set_active_effect_type(SegmentationEffectPaint if tool == "paint" else SegmentationEffectErase)
+        with self.state:
+            self.state.tool = tool
+
+    def toggle_placing(self, role: str) -> None:
+        self._guard(lambda: self._set_placing(None if self.state.placing == role else role))
+
+    def toggle_tool(self, tool: str) -> None:
+        self._guard(lambda: self._set_tool(None if self.state.tool == tool else tool))
+
+    def controller_action(self, name: str, *args) -> None:
+        """Call the controller's ``name`` (run_pending, undo, redo, reset, next_segment,
+        propagate, confirm_slice, propagate_correction, cancel)."""
+        self._guard(lambda: getattr(self._require_controller(), name)(*args))
+
+    def confirm_shown_slice(self) -> None:
+        """Confirm the slice the view across the propagation axis shows."""
+        def confirm():
+            from ..mrml.nodes import slice_index_in_view
+
+            controller = self._require_controller()
+            axis_view = self.slice_view(controller.slice_orientation)
+            controller.confirm_slice(slice_index_in_view(self.image.volume, axis_view.get_view_node(),
+                                                         controller.slice_axis_ijk))
+
+        self._guard(confirm)
+
+    # --- the segment list ----------------------------------------------------------------------
+    def _on_segmentation_modified(self, *_):
+        self._refresh_segments()
+
+    def _refresh_segments(self) -> None:
+        segmentation = self.segmentation_node.GetSegmentation()
+        display = self.segmentation_node.GetDisplayNode()
+        rows = []
+        for index in range(segmentation.GetNumberOfSegments()):
+            segment_id = segmentation.GetNthSegmentID(index)
+            segment = segmentation.GetSegment(segment_id)
+            colour = "#%02x%02x%02x" % tuple(int(round(255 * c)) for c in segment.GetColor())
+            visible = bool(display.GetSegmentVisibility(segment_id)) if display is not None else True
+            rows.append({"id": segment_id, "name": segment.GetName(), "color": colour, "visible": visible})
+        with self.state:
+            self.state.segments = rows
+            self.state.active_segment_id = self.editor.active_segment_id
+
+    def select_segment(self, segment_id: str) -> None:
+        def select():
+            self.editor.set_active_segment_id(segment_id)
+            if self.controller is not None:
+                self.controller.select_segment(self.segmentation_node, segment_id)
+            self._refresh_segments()
+
+        self._guard(select)
+
+    def toggle_segment_visibility(self, segment_id: str) -> None:
+        def toggle():
+            display = self.segmentation_node.GetDisplayNode()
+            display.SetSegmentVisibility(segment_id, not display.GetSegmentVisibility(segment_id))
+            self._refresh_segments()
+
+        self._guard(toggle)
+
+    # --- saving and downloading ----------------------------------------------------------------
+    def save(self, fmt: str):
+        from .export import save_segmentation
+
+        path = self._guard(lambda: save_segmentation(self.segmentation_node, self.image.volume,
+                                                     self.config.save_dir, self.image.name, fmt))
+        if path is not None:
+            with self.state:
+                self.state.saved_path = str(path)
+                self.state.message = f"Saved {path}"
+        return path
+
+    def download(self, fmt: str):
+        """The saved file's bytes as a trame attachment the page downloads."""
+        import tempfile
+
+        from .export import save_segmentation
+
+        def attach():
+            with tempfile.TemporaryDirectory() as folder:
+                path = save_segmentation(self.segmentation_node, self.image.volume, folder, self.image.name, fmt)
+                return self.server.protocol.addAttachment(path.read_bytes())
+
+        return self._guard(attach)
+
+    # --- the page ------------------------------------------------------------------------------
+    def _build_ui(self) -> None:
+        from .page import build_page
+
+        self.ui = build_page(self)
+
+    # --- life cycle ----------------------------------------------------------------------------
+    def close(self) -> None:
+        if self._poll_task is not None:
+            self._poll_task.cancel()
+            self._poll_task = None
+        if self.controller is not None:
+            self.controller.close()
+            self.controller = None
+
+
+def serve(config: AppConfig, access, *, server_name: str | None = None, thread: bool = False,
+          on_ready=None, announce=print) -> VolumetricSamApp:
+    """Build the app and serve it on ``access`` (blocks until the server stops).
+
+    ``on_ready(app, port)`` runs on the server's loop once it listens; ``announce`` gets the
+    line with the URL to open.
+    """
+    from trame.app import get_server
+
+    name = server_name or f"volsam-app-{next(_SERVER_NUMBERS)}"
+    server = get_server(name, client_type="vue3")
+    # trame reads its options from the command line unless TRAME_ARGS says otherwise; ours are
+    # given here, and the secret a client must present is the access token.
+    server.cli.set_defaults(authKey=access.secret)
+    app = VolumetricSamApp(config, server=server)
+
+    def ready(**_):
+        port = server.port
+        if announce is not None:
+            announce(f"VolumetricSAM app: open {access.url(port)}")
+        if on_ready is not None:
+            on_ready(app, port)
+
+    server.controller.on_server_ready.add(ready)
+    server.start(port=access.port, host=access.host, open_browser=False, show_connection_info=False,
+                 thread=thread, disable_logging=True)
+    return app
+
+
+#: Each app gets a trame server of its own name (trame keeps servers by name).
+_SERVER_NUMBERS = itertools.count(1)

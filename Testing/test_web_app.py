@@ -1,0 +1,225 @@
+"""The browser app without a model: views, real clicks, saving, downloading, access rules.
+
+The app runs on 127.0.0.1 in a thread of this process (so a test can look at its MRML scene)
+and headless Chromium clicks in it like a user. Waits are on conditions, generous, and never
+measure speed.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from volsam.web.access import TRAME_DEFAULT_SECRET, access_for, is_loopback
+from volsam.web.testing import missing_browser_tools
+
+MISSING = missing_browser_tools()
+browser_only = pytest.mark.skipif(MISSING is not None, reason=f"browser tests need {MISSING}")
+
+VIEWPORT = {"width": 1400, "height": 900}
+
+
+# --- access rules (no browser) -------------------------------------------------------------------
+def test_loopback_needs_no_token_and_any_other_address_gets_one():
+    assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1")
+    assert not is_loopback("0.0.0.0") and not is_loopback("10.1.2.3") and not is_loopback("myhost")
+    local = access_for("127.0.0.1", 8080)
+    assert local.token is None and local.secret == TRAME_DEFAULT_SECRET
+    assert local.url() == "http://127.0.0.1:8080/"
+    exposed = access_for("0.0.0.0", 8080)
+    assert exposed.token and len(exposed.token) >= 16 and exposed.secret == exposed.token
+    assert exposed.url().endswith(f":8080/?secret={exposed.token}")
+    assert access_for("0.0.0.0", 8080).token != exposed.token  # random each start
+    with pytest.raises(ValueError, match="at least 16 characters"):
+        access_for("0.0.0.0", 8080, token="short")
+
+
+def test_cli_app_errors_are_one_line():
+    for argv, expected in ((["app", "/no/such/image.nii.gz"], "no such image file or DICOM folder"),
+                           (["app", "--weights", "nope=x.pt"], "unknown method 'nope'"),
+                           (["app", "--host", "0.0.0.0", "--token", "abc"], "at least 16 characters")):
+        result = subprocess.run([sys.executable, "-m", "volsam", *argv], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2, result.stderr
+        last = result.stderr.strip().splitlines()[-1]  # argparse's own errors print the usage first
+        assert last.startswith("volsam app: error:") and expected in last, result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_cli_app_is_listed_and_documents_its_options():
+    result = subprocess.run([sys.executable, "-m", "volsam", "app", "--help"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0
+    for option in ("--port", "--host", "--token", "--weights", "--device", "--out"):
+        assert option in result.stdout
+
+
+# --- in the browser ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def running(tmp_path_factory):
+    from volsam.web.config import AppConfig
+    from volsam.web.testing import RunningApp
+
+    with RunningApp(AppConfig(save_dir=tmp_path_factory.mktemp("saved"))) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    from volsam.web.testing import launch_chromium
+
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(running, browser):
+    from volsam.web.testing import view_area
+
+    page = browser.new_page(viewport=VIEWPORT, accept_downloads=True)
+    page.goto(running.url)
+    view_area(page, "Red").wait_for(timeout=120_000)
+    yield page
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    from volsam.phantoms import make_phantom
+    from volsam.web.config import DEMO_SEED
+
+    return make_phantom(DEMO_SEED)
+
+
+def _largest_lesion_ras(phantom) -> np.ndarray:
+    image, _labels, info = phantom
+    lesion = max(info.lesions, key=lambda item: item.diameter_mm)
+    return image.ijk_to_ras_points(np.array(lesion.center_ijk, float))
+
+
+@browser_only
+def test_page_shows_four_views_of_the_demo_phantom_and_both_methods(running, page, phantom):
+    from volsam.web.testing import view_area
+
+    tags = running.call(lambda app: ([view.get_orientation() for view in app.slicer.view_manager.get_slice_views()],
+                                     [view.get_singleton_tag() for view in app.slicer.view_manager.get_views()]))
+    assert sorted(tags[0]) == ["Axial", "Coronal", "Sagittal"] and len(tags[1]) == 4  # four-up: three slices + 3D
+    for tag in tags[1]:
+        assert view_area(page, tag).count() == 1, tag
+    page.locator("[data-test=method]").click()
+    options = page.locator(".v-overlay .v-list-item-title").all_inner_texts()
+    page.keyboard.press("Escape")
+    assert any("SAMAdapt3D" in text for text in options) and any("SAM2Volume" in text for text in options)
+    image = phantom[0]
+    loaded = running.call(lambda app: (app.volume_node.GetImageData().GetDimensions(), app.image.volume.ijk_to_ras))
+    assert tuple(loaded[0]) == image.shape_ijk
+    np.testing.assert_allclose(loaded[1], image.ijk_to_ras)
+
+
+@browser_only
+def test_a_click_in_the_axial_view_arrives_as_a_control_point_at_the_clicked_ras(running, page, phantom):
+    from volsam.mrml.nodes import defined_control_points_ras, prompt_markups_node
+    from volsam.web.testing import page_position_of_ras
+
+    target = _largest_lesion_ras(phantom)
+
+    def place(app):
+        app.slice_view("Axial").set_slice_value(float(target[2]))
+        node = prompt_markups_node(app.scene, "test", "positive")
+        node.RemoveAllControlPoints()
+        app.slicer.markups_logic.place_node(node, persistent=True)
+
+    running.call(place)
+    page.wait_for_timeout(500)  # let the page show the new slice before aiming (not a speed check)
+    x, y = page_position_of_ras(running, page, "Red", target)
+    page.mouse.move(x, y)
+    page.mouse.click(x, y)
+    points = running.wait_until(
+        lambda app: defined_control_points_ras(prompt_markups_node(app.scene, "test", "positive")).tolist() or None,
+        what="the click's control point")
+    running.call(lambda app: app.slicer.markups_logic.disable_place_mode())
+    assert len(points) == 1
+    spacing = phantom[0].spacing
+    # In-plane: within one screen pixel (the view shows about 0.3 mm per pixel); across: on the slice.
+    np.testing.assert_allclose(points[0][:2], target[:2], atol=min(spacing[:2]) / 2)
+    assert abs(points[0][2] - target[2]) < 1e-3
+
+
+@browser_only
+def test_save_buttons_write_files_in_the_image_geometry_and_download_gives_the_same(running, page, phantom,
+                                                                                   tmp_path):
+    import SimpleITK as sitk
+
+    from volsam.geometry import Box
+    from volsam.io import read_image
+    from volsam.mrml.segments import SegmentOnGrid
+
+    image = phantom[0]
+    blob = np.zeros(image.shape_kji, np.uint8)
+    blob[20:30, 40:50, 30:45] = 1
+
+    def fill(app):
+        segment_id = app.editor.active_segment_id
+        SegmentOnGrid(app.segmentation_node, segment_id, app.image.volume).write(blob, Box.full(image.shape_kji))
+
+    running.call(fill)
+    for button, suffix in (("save-nifti", ".nii.gz"), ("save-seg-nrrd", ".seg.nrrd")):
+        page.locator(f"[data-test={button}]").click()
+        saved = page.locator("[data-test=saved-path]")
+        saved.filter(has_text=suffix).wait_for(timeout=60_000)
+        path = saved.inner_text().strip()
+        read = sitk.ReadImage(path)
+        assert read.GetSize() == image.shape_ijk if suffix == ".nii.gz" else True
+        if suffix == ".nii.gz":
+            volume = read_image(path)
+            assert volume.same_geometry(image)
+            np.testing.assert_array_equal(volume.array, blob)
+        else:  # Slicer's segmentation file: the segment's voxels at the same world positions
+            array = sitk.GetArrayFromImage(read)
+            assert array.sum() == blob.sum()
+            origin_lps = np.array(read.TransformIndexToPhysicalPoint([int(v) for v in np.argwhere(array)[0][::-1]]))
+            first = image.ijk_to_ras_points(np.argwhere(blob)[0][::-1].astype(float))
+            np.testing.assert_allclose(origin_lps * [-1, -1, 1], first, atol=1e-3)
+
+    with page.expect_download(timeout=60_000) as download_info:
+        page.locator("[data-test=download-nifti]").click()
+    downloaded = tmp_path / download_info.value.suggested_filename
+    download_info.value.save_as(downloaded)
+    assert downloaded.name.endswith(".nii.gz")
+    volume = read_image(downloaded)
+    assert volume.same_geometry(image)
+    np.testing.assert_array_equal(volume.array, blob)
+
+
+@browser_only
+def test_a_wrong_token_is_refused_and_the_right_one_lets_the_page_in(browser):
+    from volsam.web.testing import RunningApp, view_area
+
+    token = "right-token-" + "x" * 12
+    with RunningApp(token=token) as running:
+        assert running.url.endswith(f"?secret={token}")
+        wrong = browser.new_page(viewport=VIEWPORT)
+        refusals = []
+        wrong.on("websocket", lambda socket: socket.on(
+            "framereceived", lambda frame: refusals.append(frame) if b"Authentication failed" in (
+                frame if isinstance(frame, bytes) else frame.encode()) else None))
+        wrong.goto(running.url.replace(token, "wrong-token-" + "y" * 12))
+        wrong.wait_for_function("() => true")
+        deadline_ms = 60_000
+        while not refusals and deadline_ms > 0:
+            wrong.wait_for_timeout(200)
+            deadline_ms -= 200
+        assert refusals, "the server did not refuse the wrong token"
+        assert view_area(wrong, "Red").count() == 0
+        wrong.close()
+
+        right = browser.new_page(viewport=VIEWPORT)
+        right.goto(running.url)
+        view_area(right, "Red").wait_for(timeout=120_000)
+        right.close()

@@ -130,6 +130,9 @@ class VolumetricSamApp:
         first = self.editor.add_empty_segment(segment_name="Lesion 1", segment_color=list(SEGMENT_COLOURS[0]))
         self.editor.set_active_segment_id(first)
         self.editor.active_segment_modifier.segmentation_modified.connect(self._on_segmentation_modified)
+        from .editing import RECORD_ATTRIBUTE
+
+        setattr(self.editor, RECORD_ATTRIBUTE, self._record_stroke)
 
         self.controller = None
         self._poll_task = None
@@ -178,6 +181,7 @@ class VolumetricSamApp:
         state.message = "Loading the model..."
         state.error = ""
         state.cpu_warning = ""
+        state.weights_needed = ""
         state.progress_done = 0
         state.progress_total = 0
         state.can_undo = False
@@ -280,19 +284,23 @@ class VolumetricSamApp:
             self.controller.auto_run = bool(auto_run)
 
     def _on_controller_state(self, controller_state) -> None:
+        from ..mrml.controller import CPU_WARNING
+
         with self.state:
             state = self.state
             state.ready = bool(controller_state.ready)
             state.busy = bool(controller_state.busy)
             state.message = controller_state.message or ""
-            if controller_state.error:
-                state.error = controller_state.error
+            state.error = controller_state.error or ""
             done, total = controller_state.progress or (0, 0)
             state.progress_done, state.progress_total = int(done), int(total)
             state.can_undo = bool(controller_state.can_undo)
             state.can_redo = bool(controller_state.can_redo)
             state.confirmed_slices = [int(index) for index in controller_state.confirmed_slices]
-            state.cpu_warning = controller_state.cpu_warning or ""
+            state.cpu_warning = CPU_WARNING if controller_state.cpu_warning else ""
+            state.placing = controller_state.placing
+            needed = controller_state.weights_needed
+            state.weights_needed = "" if needed is None else f"{needed.entry.filename} ({needed.reason})"
         if controller_state.segment_id and controller_state.segment_id != self.editor.active_segment_id:
             self.editor.set_active_segment_id(controller_state.segment_id)
         self._refresh_segments()
@@ -305,32 +313,45 @@ class VolumetricSamApp:
     # --- panel actions (each one call of the controller) --------------------------------------
     def _set_placing(self, role: str | None) -> None:
         """Place prompts of ``role`` with the mouse (None: leave placing)."""
-        markups = self.slicer.markups_logic
         if role is None:
-            markups.disable_place_mode()
+            if self.controller is not None:
+                self.controller.stop_placing()
         else:
             if role not in PROMPT_ROLES:
                 raise ValueError(f"unknown prompt kind {role!r}; expected one of {', '.join(PROMPT_ROLES)}")
             self._set_tool(None)
-            markups.place_node(self._require_controller().prompt_node(role), persistent=True)
+            self._require_controller().start_placing(role)
         with self.state:
             self.state.placing = role
 
     def _set_tool(self, tool: str | None) -> None:
-        """Paint or erase in the selected segment with trame-slicer's effects (None: stop)."""
-        from trame_slicer.segmentation import SegmentationEffectErase, SegmentationEffectPaint
+        """Paint or erase in the selected segment with trame-slicer's brush (None: stop); each
+        stroke becomes one step of the controller's history (:mod:`.editing`)."""
+        from .editing import recorded_effects
 
         if tool is None:
             self.editor.deactivate_effect()
         else:
             if tool not in EDIT_TOOLS:
                 raise ValueError(f"unknown tool {tool!r}; expected one of {', '.join(EDIT_TOOLS)}")
-            self.slicer.markups_logic.disable_place_mode()
-            with self.state:
-                self.state.placing = None
-            self.editor.set_active_effect_type(SegmentationEffectPaint if tool == "paint" else SegmentationEffectErase)
+            self._require_controller()
+            if self.state.placing is not None:
+                self._set_placing(None)
+            self.editor.set_active_effect_type(recorded_effects()[tool])
         with self.state:
             self.state.tool = tool
+
+    def _record_stroke(self, labelmap, extent, erase: bool) -> None:
+        """A finished paint or erase stroke -> one step of the controller's history."""
+        from .editing import stroke_on_grid
+
+        def record():
+            stroke = stroke_on_grid(labelmap, extent, self.image.volume)
+            if stroke is not None:
+                brush, box = stroke
+                self._require_controller().record_edit(brush, box, erase=erase, label="erase" if erase else "paint")
+
+        self._guard(record)
 
     def toggle_placing(self, role: str) -> None:
         self._guard(lambda: self._set_placing(None if self.state.placing == role else role))
@@ -344,16 +365,16 @@ class VolumetricSamApp:
         self._guard(lambda: getattr(self._require_controller(), name)(*args))
 
     def confirm_shown_slice(self) -> None:
-        """Confirm the slice the view across the propagation axis shows."""
+        """Confirm the slice that the view across the propagation axis shows."""
         def confirm():
-            from ..mrml.nodes import slice_index_in_view
-
             controller = self._require_controller()
-            axis_view = self.slice_view(controller.slice_orientation)
-            controller.confirm_slice(slice_index_in_view(self.image.volume, axis_view.get_view_node(),
-                                                         controller.slice_axis_ijk))
+            controller.confirm_slice(controller.slice_index_in_view(controller.view_across_slicing_axis()))
 
         self._guard(confirm)
+
+    def download_weights(self) -> None:
+        """The user agreed to download the file the controller says is needed."""
+        self._guard(lambda: self._require_controller().download_weights())
 
     # --- the segment list ----------------------------------------------------------------------
     def _on_segmentation_modified(self, *_):

@@ -57,6 +57,9 @@ def _panel(app: VolumetricSamApp, v, html) -> None:
         v.VProgressLinear(v_if=("busy",), model_value=("progress_total ? 100 * progress_done / progress_total : 0",),
                           indeterminate=("!progress_total",), color="orange", classes="mb-1",
                           **_test('progress'))
+        with html.Div(v_if=("weights_needed",), classes="text-caption mb-2", **_test("weights-needed")):
+            html.Span("Needed: {{ weights_needed }} ")
+            _button(v, "Download it", app.download_weights, "download-weights")
         v.VAlert("{{ error }}", v_if=("error",), type="warning", density="compact", closable=True,
                  click_close="error = ''", classes="mb-2 text-caption", **_test('error'))
 

@@ -75,9 +75,9 @@ def test_classify_kinds():
     assert classify([1, 2]) == "unknown"
 
 
-def test_detectors_are_a_plain_tuple_and_accept_functions(tmp_path, monkeypatch):
-    assert isinstance(inspect_module.DETECTORS, tuple)
-    assert all(isinstance(d, str) and ":" in d for d in inspect_module.DETECTORS)
+def test_a_registered_method_brings_its_checkpoint_detector(tmp_path, monkeypatch):
+    from volsam import methods
+
     torch.save({"model": {"image_encoder.trunk.x": torch.zeros(3)}}, tmp_path / "sam2.pt")
     report = describe_checkpoint(tmp_path / "sam2.pt")
     assert report.kind == "sam2" or report.kind.startswith("sam2.")
@@ -87,8 +87,15 @@ def test_detectors_are_a_plain_tuple_and_accept_functions(tmp_path, monkeypatch)
             return inspect_module.CheckpointReport(str(loaded.path), "test-kind", True, "test detector")
         return None
 
-    monkeypatch.setattr(inspect_module, "DETECTORS", (detect_test,) + inspect_module.DETECTORS)
+    class ThirdMethod(methods.Sam2ThreeDMedMethod):  # a new method: one registry entry
+        name = "third"
+
+        def checkpoint_detectors(self):
+            return (detect_test,)
+
+    monkeypatch.setattr(methods, "METHODS", {"third": ThirdMethod(), **methods.METHODS})
     assert describe_checkpoint(tmp_path / "sam2.pt").kind == "test-kind"
+    assert methods.get_method("third").name == "third"
 
 
 def test_sam_vit_b_is_described(sam_vit_b_checkpoint):

@@ -18,8 +18,6 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .sessions.protocol import Session
-    from .weights.inspect import CheckpointReport
-    from .weights.loading import LoadedCheckpoint
 
 #: Where the packaged demo models are.
 DEMO_MODELS = Path(__file__).resolve().parent / "demo_models"
@@ -135,6 +133,15 @@ class Method(ABC):
         preprocessing), or {} for other files."""
         return {}
 
+    @abstractmethod
+    def training_recipe(self):
+        """Its side of ``volsam train`` (:class:`volsam.training.recipes.TrainingRecipe`)."""
+
+    def checkpoint_settings(self, choice: WeightsChoice, settings: SessionSettings) -> SessionSettings:
+        """``settings`` completed with what the checkpoint was trained with (e.g. its intensity
+        preset); a ValueError for a checkpoint the session cannot serve faithfully."""
+        return settings
+
 
 def _frozen_part(entry_key: str, given: str | None, choice: WeightsChoice, reason: str, option: str) -> Path:
     """The file of a frozen part: the one given, else (``from_cache``) the verified cache copy,
@@ -193,6 +200,11 @@ class Sam3DAdapterMethod(Method):
                                         precision=settings.precision, keep_connected=settings.keep_connected)
         return AdapterSession(loaded.model, loaded.device, options)
 
+    def training_recipe(self):
+        from .training.recipes import AdapterRecipe
+
+        return AdapterRecipe()
+
     def checkpoint_detectors(self) -> tuple:
         from .models.sam3d_adapter import checkpoints
 
@@ -210,6 +222,23 @@ class Sam3DAdapterMethod(Method):
             return project_parts(load_checkpoint(path))[2]
         except ValueError:
             return {}
+
+    def checkpoint_settings(self, choice: WeightsChoice, settings: SessionSettings) -> SessionSettings:
+        from dataclasses import replace
+
+        from .models.sam3d_adapter.presets import preset_matching
+
+        preprocessing = self.provenance(choice).get("preprocessing") or {}
+        if float(preprocessing.get("spacing_mm", 1.0)) != 1.0:
+            raise ValueError(f"{choice.weights} was trained on volumes resampled to {preprocessing['spacing_mm']:g} "
+                             "mm; the 3DSAM-adapter session works at 1 mm, so it cannot serve it faithfully")
+        if settings.preset is not None or not preprocessing.get("intensity"):
+            return settings
+        preset = preset_matching(preprocessing["intensity"])
+        if preset is None:
+            raise ValueError(f"{choice.weights} was trained with intensity constants that match no preset "
+                             f"({preprocessing['intensity']}); pass --preset to use it anyway")
+        return replace(settings, preset=preset)
 
 
 class Sam2ThreeDMedMethod(Method):
@@ -251,6 +280,11 @@ class Sam2ThreeDMedMethod(Method):
         intensity = IntensityConfig(modality=settings.modality) if settings.modality else None
         return PropagationSession(loaded.model, PropagationSessionConfig(
             slice_direction=settings.slice_direction, intensity=intensity))
+
+    def training_recipe(self):
+        from .training.recipes import Sam2Recipe
+
+        return Sam2Recipe()
 
     def checkpoint_detectors(self) -> tuple:
         from .models.sam2_3dmed.detect import detect_checkpoint

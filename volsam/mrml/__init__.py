@@ -9,17 +9,25 @@ Python with ``slicer-core`` (which is how the test suite drives it, on real MRML
   control points and ROIs -> engine prompts, slice views -> slice directions;
 * :mod:`.segments`: one segment of a segmentation node read and written on the volume's voxel
   grid, in place and only inside a changed box;
-* :mod:`.interaction`: a prompt session (any object with the session API of
-  :mod:`volsam.sessions`) bound to a segment, with an undo stack of the segment's own
-  contents, so undo gives back exactly what was there, user painting included.
+* :mod:`.interaction`: a session (the protocol of :mod:`volsam.sessions.protocol`) bound to a
+  segment, with the one undo machinery (:mod:`volsam.sessions.history`) over the segment's own
+  contents, so undo gives back exactly what was there, user painting included;
+* :mod:`.controller`: the interaction controller that the Slicer modules and the browser app
+  drive: prompts placed in markups nodes, one job at a time on the model thread
+  (:mod:`.worker`), one history, the changes a scene can undergo meanwhile;
+* :mod:`.shortcuts`: the keyboard shortcuts, chosen among keys Slicer's views leave free.
+
+The controller is imported from :mod:`volsam.mrml.controller` (it is not re-exported here, so
+that importing the node helpers stays light).
 """
 
-from .interaction import SegmentInteraction, SegmentStep, SessionUndoRules
+from .interaction import SegmentInteraction, SegmentStep
 from .nodes import (
     box_prompt_from_roi,
     control_point_ras,
     defined_control_points_ras,
     node_to_world_matrix,
+    nodes_by_class,
     point_prompt_from_control_point,
     prompt_markups_node,
     slice_index_in_view,
@@ -36,12 +44,12 @@ __all__ = [
     "SegmentInteraction",
     "SegmentOnGrid",
     "SegmentStep",
-    "SessionUndoRules",
     "box_prompt_from_roi",
     "control_point_ras",
     "defined_control_points_ras",
     "ensure_segment",
     "node_to_world_matrix",
+    "nodes_by_class",
     "point_prompt_from_control_point",
     "prompt_markups_node",
     "slice_index_in_view",

@@ -1,92 +1,90 @@
 """A prompt session bound to one segment: results go into the segment, undo restores it exactly.
 
-The session (any object with the API of :mod:`volsam.sessions`) writes its result into a uint8
-buffer that this class owns, and returns the changed box; :meth:`SegmentInteraction.finish_step`
-then writes only that box into the segment. Between two prompts the user may paint in the
-segment with Segment Editor. Two things keep that painting safe:
+The session (any object with the protocol of :mod:`volsam.sessions.protocol`) writes its result
+into a uint8 buffer that this class owns, and returns the changed box;
+:meth:`SegmentInteraction.finish_step` then writes only that box into the segment. Between two
+prompts the user may paint in the segment with Segment Editor. Two things keep that painting safe:
 
 * before each prompt (:meth:`~SegmentInteraction.begin_step`) the buffer is brought up to date
   with the segment, so the session starts from what the user sees;
-* undo and redo restore the segment from this class's own stack of the segment's raw labelmap
-  contents in each changed box (compressed), taken just before and after each write, rather
-  than from the session's buffer, which never saw the painting. Undo of a click therefore gives
-  back the segment exactly as it was before that click, painting included (and, in a labelmap
-  layer shared with other segments, their voxels too).
+* undo and redo restore the segment from this class's own history
+  (:class:`~volsam.sessions.history.PatchHistory`) over the segment's *raw* labelmap contents in
+  each changed box, taken just before and after each write, rather than from the session's
+  buffer, which never saw the painting. Undo of a click therefore gives back the segment exactly
+  as it was before that click, painting included (and, in a labelmap layer shared with other
+  segments, their voxels too).
 
-The session's own ``undo``/``redo`` are called alongside, so its prompt state follows. What a
-session counts as one undo step is stated by the caller (:class:`SessionUndoRules`): both
-sessions of volsam make every prompt (changed or not), propagation and reset one step.
+The rules of this history: every session step (a prompt, a run, a reset: one undo step of the
+session each, changed or not, as the protocol says) is one step here, and the session's own
+``undo``/``redo`` are called alongside so its prompts follow; an edit made through the app
+(:meth:`~SegmentInteraction.edit`, e.g. a paint stroke in the browser) is one step of its own
+that the session does not know about. A step may carry the caller's state before and after it
+(the prompt markups), handed back by undo and redo.
 
-Threads: :meth:`begin_step` and :meth:`finish_step` touch MRML and must run on the main thread;
-the model work between them may run on a worker thread (the buffer is not touched meanwhile).
+Threads: everything here touches MRML and runs on the main thread, except the model work between
+:meth:`begin_step` and :meth:`finish_step` (the buffer is not touched meanwhile).
 """
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..geometry import Box, Volume, union_boxes
+from ..sessions.history import Patch, PatchHistory, Step
 from .segments import SegmentOnGrid
 
 
 @dataclass(frozen=True)
-class SessionUndoRules:
-    """Which calls the session records as one undo step of its own.
-
-    ``unchanged_prompts``: a prompt that left the mask as it was is still a step;
-    ``reset``: :meth:`reset` is a step (so undo gives the prompts back too).
-    """
-
-    unchanged_prompts: bool
-    reset: bool
-
-
-@dataclass
 class SegmentStep:
-    """One undoable change of the segment.
+    """One undoable change of the segment, as undo and redo hand it back.
 
-    ``tag`` is the caller's note of what made it (e.g. which markups point), handed back by
-    undo and redo so the caller can hide or show that prompt again.
+    ``box``: where the segment changed (None: nowhere); ``state``: the caller's state to restore
+    (from before the step after an undo, from after it after a redo); ``tag``: the caller's note.
     """
 
     box: Box | None
-    label: str = ""
+    label: str
+    state: Any = None
     tag: Any = None
-    session_step: bool = True
-    _dtype: Any = field(default=None, repr=False)
-    _before: bytes = field(default=b"", repr=False)
-    _after: bytes = field(default=b"", repr=False)
-
-    def values(self, which: str) -> np.ndarray:
-        data = zlib.decompress(self._before if which == "before" else self._after)
-        return np.frombuffer(data, dtype=self._dtype).reshape(self.box.shape)
 
 
-def _compress(values: np.ndarray) -> bytes:
-    return zlib.compress(np.ascontiguousarray(values).tobytes(), 1)
+@dataclass(frozen=True)
+class _Note:
+    session_step: bool  # the session has a matching step of its own
+    tag: Any
+
+
+class _RawSegment:
+    """A segment's raw labelmap as the history's target."""
+
+    def __init__(self, segment: SegmentOnGrid):
+        self.segment = segment
+
+    def read_box(self, box: Box) -> np.ndarray:
+        return self.segment.read_raw(box)
+
+    def write_box(self, values: np.ndarray, box: Box) -> None:
+        self.segment.write_raw(values, box)
 
 
 class SegmentInteraction:
     """Drive ``session`` for one segment of a segmentation node on ``volume``'s grid.
 
-    ``session.set_volume(volume)`` must have been called (it may be slow, so the caller runs it
+    ``session.open_volume(volume)`` must have been called (it may be slow, so the caller runs it
     on its worker thread); this object hands the session its target buffer.
     """
 
-    def __init__(self, session, volume: Volume, undo_rules: SessionUndoRules, max_undo_steps: int = 100):
+    def __init__(self, session, volume: Volume, max_undo_steps: int = 100):
         self.session = session
         self.volume = volume
-        self.undo_rules = undo_rules
         self.max_undo_steps = max_undo_steps
         self.buffer = np.zeros(volume.shape_kji, dtype=np.uint8)
         self.target: SegmentOnGrid | None = None
-        self._undo: list[SegmentStep] = []
-        self._redo: list[SegmentStep] = []
+        self._history: PatchHistory | None = None
         # Where the buffer may hold nonzero voxels, and the labelmap state it was synced with.
         self._buffer_box: Box | None = None
         self._synced_state = None
@@ -98,10 +96,9 @@ class SegmentInteraction:
         """Work on another segment: the session's prompts start over and the undo history is
         dropped (it belongs to the previous segment)."""
         self.target = SegmentOnGrid(segmentation_node, segment_id, self.volume)
-        self._undo.clear()
-        self._redo.clear()
-        self.session.reset()
-        self._buffer_box = Box.full(self.volume.shape_kji)  # reset() may have touched any voxel
+        self._history = PatchHistory(_RawSegment(self.target), self.max_undo_steps)
+        self.session.set_target_buffer(self.buffer)  # prompts and the session's history start over
+        self._buffer_box = Box.full(self.volume.shape_kji)
         self._sync_buffer(force=True)
 
     @property
@@ -139,40 +136,53 @@ class SegmentInteraction:
         e.g. a slice the user corrected with Segment Editor, to give the session as a mask prompt."""
         return self._require_target().read(box)
 
+    # --- recording ----------------------------------------------------------------------------
+    def _write_recorded(self, values: np.ndarray, box: Box, history: PatchHistory) -> None:
+        """Set the segment to the 0/1 ``values`` in ``box`` and record the raw change."""
+        target = self._require_target()
+        before = target.read_raw(box)
+        target.write(values, box)
+        history.add(Patch.of(box, before, target.read_raw(box)))
+
+    def _require_history(self) -> PatchHistory:
+        self._require_target()
+        return self._history
+
+    def _check_idle(self) -> None:
+        if self._step_open:
+            raise RuntimeError("a prompt is still running; wait for it to finish")
+
     # --- prompts ------------------------------------------------------------------------------
     def begin_step(self) -> None:
         """Before a prompt runs (main thread): bring the buffer up to date with the segment."""
-        if self._step_open:
-            raise RuntimeError("a prompt is still running; wait for it to finish")
+        self._check_idle()
         self._sync_buffer()
         self._step_open = True
 
-    def finish_step(self, box: Box | None, label: str = "", tag: Any = None,
-                    write_limit: Box | None = None) -> Box | None:
-        """After a prompt ran (main thread): write the buffer's ``box`` into the segment and
-        record the change for undo. ``write_limit`` keeps the segment outside it untouched
-        (e.g. a slice range). Returns the box written (None if nothing was)."""
+    def finish_step(self, box: Box | None, label: str = "", tag: Any = None, write_limit: Box | None = None,
+                    state_before: Any = None, state_after: Any = None) -> Box | None:
+        """After a session step ran (main thread): write the buffer's ``box`` into the segment and
+        record the step for undo (always, changed or not: it is one step of the session too).
+        ``write_limit`` keeps the segment outside it untouched (e.g. a slice range). Returns the
+        box written (None if nothing was)."""
         if not self._step_open:
             raise RuntimeError("finish_step without begin_step")
         self._step_open = False
-        target = self._require_target()
-        changed = box is not None and not box.is_empty
-        session_step = changed or self.undo_rules.unchanged_prompts
-        if changed:
+        history = self._require_history()
+        history.begin(label, state_before, _Note(True, tag))
+        if box is not None and not box.is_empty:
             box = box.clip_to(self.volume.shape_kji)
             self._buffer_box = union_boxes(self._buffer_box, box)
             if write_limit is not None:
                 box = box.intersection(write_limit)
-        if not changed or box.is_empty:
-            # Still a step of ours, so undo takes the prompt's markup away.
-            self._push(SegmentStep(None, label, tag, session_step))
-            return None
-        before = target.read_raw(box)
-        target.write(self.buffer[box.slices], box)
-        after = target.read_raw(box)
-        self._push(SegmentStep(box, label, tag, session_step, before.dtype, _compress(before), _compress(after)))
-        self._synced_state = self._labelmap_state()
-        return box
+        written = None
+        if box is not None and not box.is_empty:
+            self._write_recorded(self.buffer[box.slices], box, history)
+            written = box
+        history.end(state_after, keep_unchanged=True)
+        if written is not None:
+            self._synced_state = self._labelmap_state()
+        return written
 
     def abort_step(self) -> None:
         """The prompt failed: the buffer may be half written, so take it back from the segment."""
@@ -191,67 +201,69 @@ class SegmentInteraction:
             raise
         return self.finish_step(box, label, tag, write_limit)
 
-    def _push(self, step: SegmentStep) -> None:
-        self._undo.append(step)
-        del self._undo[:-self.max_undo_steps]
-        self._redo.clear()
+    def edit(self, brush: np.ndarray, box: Box, erase: bool = False, label: str = "paint",
+             state: Any = None) -> Box | None:
+        """An edit made through the app (a paint or erase stroke): the segment gains (or loses,
+        ``erase``) the nonzero voxels of ``brush`` within ``box``; one undo step, not the session's.
+        Returns the box written."""
+        self._check_idle()
+        history = self._require_history()
+        box = Box(box.start, box.stop)
+        if tuple(brush.shape) != box.shape or box != box.clip_to(self.volume.shape_kji):
+            raise ValueError(f"a brush of shape {brush.shape} does not fit box {box} inside the volume "
+                             f"of shape {self.volume.shape_kji}")
+        current = self.current_mask(box).astype(bool)
+        stroke = np.asarray(brush) != 0
+        values = (current & ~stroke) if erase else (current | stroke)
+        history.begin(label, state, _Note(False, None))
+        self._write_recorded(values.astype(np.uint8), box, history)
+        history.end(state, keep_unchanged=True)
+        self._buffer_box = union_boxes(self._buffer_box, box)
+        self._sync_buffer(force=True)
+        return box
 
     # --- undo / redo / reset ------------------------------------------------------------------
     @property
     def can_undo(self) -> bool:
-        return bool(self._undo)
+        return self._history is not None and self._history.can_undo
 
     @property
     def can_redo(self) -> bool:
-        return bool(self._redo)
+        return self._history is not None and self._history.can_redo
 
     def undo(self) -> SegmentStep | None:
         """Give the segment back as it was before the last step; None when there is none."""
-        return self._move(self._undo, self._redo, "before")
+        return self._move("undo")
 
     def redo(self) -> SegmentStep | None:
-        return self._move(self._redo, self._undo, "after")
+        return self._move("redo")
 
-    def _move(self, source: list, destination: list, which: str) -> SegmentStep | None:
-        if self._step_open:
-            raise RuntimeError("a prompt is still running; wait for it to finish")
-        if not source:
+    def _move(self, which: str) -> SegmentStep | None:
+        self._check_idle()
+        history = self._require_history()
+        step: Step | None = history.undo() if which == "undo" else history.redo()
+        if step is None:
             return None
-        target = self._require_target()
-        step = source.pop()
         session_box = None
-        if step.session_step:
-            session_box = self.session.undo() if which == "before" else self.session.redo()
-        if step.box is not None:
-            target.write_raw(step.values(which), step.box)
-        destination.append(step)
+        if step.tag.session_step:
+            session_box = self.session.undo() if which == "undo" else self.session.redo()
         # The session restored its own (painting-free) view; the segment is the truth.
         self._buffer_box = union_boxes(self._buffer_box, session_box, step.box)
         self._sync_buffer(force=True)
-        return step
+        state = step.state_before if which == "undo" else step.state_after
+        return SegmentStep(step.box, step.label, state, step.tag.tag)
 
-    def reset(self, label: str = "reset") -> SegmentStep | None:
-        """Forget the session's prompts and clear the segment. Undo brings the segment's voxels
-        back, and the prompts too if the session can undo its reset."""
-        if self._step_open:
-            raise RuntimeError("a prompt is still running; wait for it to finish")
-        target = self._require_target()
+    def reset(self, label: str = "reset", state_before: Any = None, state_after: Any = None) -> SegmentStep:
+        """Forget the session's prompts and clear the segment, as one undoable step (undo brings
+        the voxels and the session's prompts back)."""
+        self._check_idle()
+        history = self._require_history()
         self.session.reset()
-        if not self.undo_rules.reset:  # the session forgot its steps: ours no longer map onto them
-            for earlier in self._undo + self._redo:
-                earlier.session_step = False
-        self._buffer_box = Box.full(self.volume.shape_kji)
-        box = target.labelmap_box()
-        step = SegmentStep(None, label, None, self.undo_rules.reset)
+        history.begin(label, state_before, _Note(True, None))
+        box = self._require_target().labelmap_box()
         if box is not None:
-            before = target.read_raw(box)
-            target.write(np.zeros(box.shape, np.uint8), box)
-            after = target.read_raw(box)
-            step = SegmentStep(box, label, None, self.undo_rules.reset, before.dtype, _compress(before),
-                               _compress(after))
-        if step.box is not None or step.session_step:
-            self._push(step)
-        else:
-            step = None
+            self._write_recorded(np.zeros(box.shape, np.uint8), box, history)
+        step = history.end(state_after, keep_unchanged=True)
+        self._buffer_box = Box.full(self.volume.shape_kji)
         self._sync_buffer(force=True)
-        return step
+        return SegmentStep(step.box, label, state_after)

@@ -198,7 +198,7 @@ def prompt_markups_node(scene, owner: str, role: str):
     if role not in PROMPT_COLORS:
         raise ValueError(f"unknown prompt role {role!r}; expected one of {', '.join(PROMPT_COLORS)}")
     tag = f"{owner}.{role}"
-    for node in _nodes_by_class(scene, "vtkMRMLMarkupsNode"):
+    for node in nodes_by_class(scene, "vtkMRMLMarkupsNode"):
         if node.GetAttribute(PROMPT_ROLE_ATTRIBUTE) == tag:
             return node
     class_name = "vtkMRMLMarkupsROINode" if role == "box" else "vtkMRMLMarkupsFiducialNode"
@@ -214,7 +214,13 @@ def prompt_markups_node(scene, owner: str, role: str):
     return node
 
 
-def _nodes_by_class(scene, class_name: str) -> list:
+def nodes_by_class(scene, class_name: str) -> list:
+    """The scene's nodes of ``class_name`` (subclasses included).
+
+    ``GetNodesByClass`` returns a new collection that its caller owns, which VTK's Python
+    wrapping cannot know: without ``UnRegister`` the collection, and every node in it (removed
+    markups nodes included), would never be freed. ``slicer.util.getNodesByClass`` does the same.
+    """
     nodes = scene.GetNodesByClass(class_name)
-    found = [nodes.GetItemAsObject(index) for index in range(nodes.GetNumberOfItems())]
-    return found
+    nodes.UnRegister(None)
+    return [nodes.GetItemAsObject(index) for index in range(nodes.GetNumberOfItems())]

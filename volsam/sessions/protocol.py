@@ -4,8 +4,9 @@ client call, method for method, whichever model is behind it.
 A session is one object per open volume (as nnInteractive's): it is opened on a
 :class:`~volsam.geometry.Volume`, writes its result into a caller-owned uint8 (k, j, i)
 buffer, only inside the box that changed, and returns that box from every call that changes
-it. Prompts are given in world RAS millimetres (as Slicer shows them); the session converts each
-click to voxel coordinates once (:func:`volsam.prompts.point_prompt`).
+it. Prompts are given in world RAS millimetres (as Slicer shows them), or in LPS mm or voxel
+indices with ``space="lps"|"ijk"``; the session converts each click to voxel coordinates once,
+through :func:`volsam.prompts.point_prompt`.
 
 Every prompt, every :meth:`Session.run` and every :meth:`Session.reset` is one undo step,
 whether or not a voxel changed, so a caller's own undo stack (the MRML layer's) maps onto the
@@ -25,6 +26,7 @@ import numpy as np
 
 from ..geometry import Box, Volume
 from .base import UndoableSession
+from .history import MaskHistory
 
 #: ``progress(done, total)`` after each unit of work (a slice of a propagation).
 ProgressCallback = Callable[[int, int], None]
@@ -61,6 +63,7 @@ class Session(UndoableSession):
 
     method: str = ""
     capabilities: frozenset[str] = frozenset()
+    _volume: Volume | None = None
 
     # --- the volume and the buffer ------------------------------------------------------------
     @abstractmethod
@@ -75,29 +78,40 @@ class Session(UndoableSession):
         now on; prompts and history start over."""
 
     @property
-    @abstractmethod
     def volume(self) -> Volume | None:
         """The open volume, or None."""
+        return self._volume
 
     @property
     def result(self) -> np.ndarray:
         """The current mask: the target buffer."""
         return self._require_history().buffer
 
+    def _require_volume(self) -> Volume:
+        if self._volume is None:
+            raise ValueError("no volume is open: call open_volume(volume) first")
+        return self._volume
+
+    def _require_history(self) -> MaskHistory:
+        self._require_volume()  # open_volume always sets a buffer and its history
+        return self._history
+
     # --- prompts --------------------------------------------------------------------------------
     @abstractmethod
-    def add_points(self, positives: Sequence = (), negatives: Sequence = (), *,
+    def add_points(self, positives: Sequence = (), negatives: Sequence = (), *, space: str = "ras",
                    view_normal=None) -> Box | None:
-        """Clicks in RAS mm (each a sequence of 3), positives then negatives, as one step;
+        """Clicks (each 3 coordinates in ``space``), positives then negatives, as one step;
         ``view_normal``: the RAS normal of the view they were placed in (a method that slices
         the volume may follow it). Returns the changed box, or None."""
 
-    def add_point(self, ras, positive: bool = True, *, view_normal=None) -> Box | None:
-        """One click in RAS mm."""
-        return self.add_points([ras] if positive else [], [] if positive else [ras], view_normal=view_normal)
+    def add_point(self, coordinates, positive: bool = True, *, space: str = "ras", view_normal=None) -> Box | None:
+        """One click."""
+        points = [coordinates]
+        return self.add_points(points if positive else [], [] if positive else points, space=space,
+                               view_normal=view_normal)
 
-    def add_box(self, corner_a, corner_b, *, view_normal=None) -> Box | None:
-        """A box on one slice, by two opposite corners in RAS mm."""
+    def add_box(self, corner_a, corner_b, *, space: str = "ras", view_normal=None) -> Box | None:
+        """A box on one slice, by two opposite corners."""
         raise UnsupportedPrompt(f"{self.method} takes {self._takes()}, not a box")
 
     def add_mask(self, mask: np.ndarray, slice_index: int, *, view_normal=None) -> Box | None:
@@ -122,4 +136,5 @@ class Session(UndoableSession):
         """Forget the volume and release cached work (device memory); the session can open
         another volume afterwards."""
         self._history = None
+        self._volume = None
         self._prompts = self._no_prompts()

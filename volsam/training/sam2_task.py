@@ -192,9 +192,7 @@ class Sam2Task(TrainingTask):
     @property
     def contents(self) -> str:
         """Checkpoints hold the whole model when the encoder was trained (or never pretrained)."""
-        from .config import FROM_SCRATCH
-
-        whole = self.config.train_encoder or self.config.config_name in FROM_SCRATCH["sam2-3dmed"]
+        whole = self.config.train_encoder or self.config.config_name in self.config.recipe.from_scratch
         return "whole_model" if whole else "trained_parts"
 
     def optimizer_groups(self) -> list[OptimizerGroup]:

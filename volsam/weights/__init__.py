@@ -3,9 +3,9 @@
 Importing this package does not import torch; loading a file does.
 """
 
-from .inspect import DETECTORS, CheckpointReport, describe_checkpoint
+from .inspect import CheckpointReport, describe_checkpoint
 from .kinds import classify, describe_kind
 from .loading import CheckpointError, LoadedCheckpoint, load_checkpoint
 
-__all__ = ["DETECTORS", "CheckpointError", "CheckpointReport", "LoadedCheckpoint", "classify", "describe_checkpoint",
+__all__ = ["CheckpointError", "CheckpointReport", "LoadedCheckpoint", "classify", "describe_checkpoint",
            "describe_kind", "load_checkpoint"]

@@ -1,31 +1,20 @@
 """What is in a checkpoint file: its kind, tensor and parameter counts, the trainable part.
 
 :func:`describe_checkpoint` loads the file once (safely, :func:`~volsam.weights.loading.load_checkpoint`)
-and asks each detector in :data:`DETECTORS` in turn; the first that recognises the content
-returns the report. A detector is a function ``detect(loaded: LoadedCheckpoint) ->
-CheckpointReport | None``, named in :data:`DETECTORS` by its import path ``"module:function"``
-(imported only when a file is described, so the CLI's ``--help`` stays torch-free). A model
-package adds its detector by appending its path to the tuple.
+and asks each method of the registry (:mod:`volsam.methods`) for its detectors in turn; the
+first that recognises the content returns the report. A detector is a function
+``detect(loaded: LoadedCheckpoint) -> CheckpointReport | None``; methods import theirs only when
+a file is described, so the CLI's ``--help`` stays torch-free.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .kinds import classify, describe_kind
 from .loading import CheckpointError, LoadedCheckpoint, load_checkpoint
-
-#: Detectors asked in order; the first non-None report wins.
-DETECTORS: tuple = (
-    "volsam.models.sam3d_adapter.checkpoints:detect_official_checkpoint",
-    "volsam.models.sam3d_adapter.checkpoints:detect_project_checkpoint",
-    "volsam.models.sam3d_adapter.checkpoints:detect_sam_checkpoint",
-    "volsam.models.sam2_3dmed.detect:detect_checkpoint",
-)
-
 
 @dataclass
 class CheckpointReport:
@@ -70,22 +59,18 @@ def _compact(names: list[str], limit: int = 12) -> list[str]:
     return names if len(names) <= limit else names[:limit] + [f"... and {len(names) - limit} more"]
 
 
-def resolve_detector(detector):
-    if callable(detector):
-        return detector
-    module_name, _, function = str(detector).partition(":")
-    return getattr(importlib.import_module(module_name), function)
-
-
 def describe_loaded(loaded: LoadedCheckpoint) -> CheckpointReport:
+    from ..methods import METHODS
+
     kind = classify(loaded.content, loaded.metadata, loaded.sidecar)
-    for detector in DETECTORS:
+    detectors = [detector for method in METHODS.values() for detector in method.checkpoint_detectors()]
+    for detector in detectors:
         try:
-            report = resolve_detector(detector)(loaded)
+            report = detector(loaded)
         except (ValueError, KeyError, TypeError, AttributeError, IndexError, RuntimeError) as error:
             # A file that trips a detector is reported, not raised: inspect must describe bad files.
             return CheckpointReport(str(loaded.path), kind, False, f"{describe_kind(kind)} that could not be read",
-                                    problems=[f"{detector}: {error}"])
+                                    problems=[f"{detector.__module__}.{detector.__name__}: {error}"])
         if report is not None:
             return report
     summary = f"{describe_kind(kind)}, not handled by any volsam model" if kind != "unknown" else (

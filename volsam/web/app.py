@@ -65,6 +65,19 @@ def load_image(config: AppConfig) -> LoadedImage:
     return LoadedImage(read_image(path), name or "image", False)
 
 
+def load_llvm_users_in_order() -> None:
+    """Import triton (torch's compiler, which bundles LLVM) before VTK renders for the first time.
+
+    With offscreen OSMesa, the first render loads Mesa's llvmpipe and its own LLVM; triton
+    imported after that (torch imports it lazily, e.g. on the model thread) crashes the process
+    with a segmentation fault. Imported first, both live side by side.
+    """
+    try:
+        import triton  # noqa: F401
+    except ImportError:  # no triton (a CPU-only torch build without it): nothing to order
+        pass
+
+
 def _view_marker(view_id: str) -> None:
     """An empty element next to a view's image that names the view (``data-view="Red"``), so a
     page test finds the view it clicks in."""
@@ -100,6 +113,7 @@ class VolumetricSamApp:
         from ..mrml.nodes import volume_node_from_volume
 
         get_method(config.method)  # a clear error for an unknown method before anything starts
+        load_llvm_users_in_order()
         self.config = config
         self.method_names = method_names()
         self.server = server or get_server(None, client_type="vue3")
@@ -126,7 +140,10 @@ class VolumetricSamApp:
         # history; a paint stroke is recorded as one step of the controller's history instead.
         self.editor.set_undo_stack(None)
         self.editor.set_active_segmentation(self.segmentation_node, self.volume_node)
+        # The 3D view shows segments as surfaces; made once, Slicer keeps it up to date with
+        # the labelmap (the controller writes into the labelmap in place).
         self.editor.set_surface_representation_enabled(True)
+        self.segmentation_node.CreateClosedSurfaceRepresentation()
         first = self.editor.add_empty_segment(segment_name="Lesion 1", segment_color=list(SEGMENT_COLOURS[0]))
         self.editor.set_active_segment_id(first)
         self.editor.active_segment_modifier.segmentation_modified.connect(self._on_segmentation_modified)
@@ -152,8 +169,6 @@ class VolumetricSamApp:
             display.show_volume(self.volume_node, vr_preset="CT-Soft-Tissue", do_reset_views=True)
         else:
             display.show_volume_in_slice_background(self.volume_node)
-            for view in self.slicer.view_manager.get_slice_views():
-                view.set_visible_in_3d(True)
             display.reset_views()
 
     def slice_view(self, orientation: str):
@@ -176,7 +191,7 @@ class VolumetricSamApp:
         state.placing = None  # one of PROMPT_ROLES, or None
         state.tool = None  # one of EDIT_TOOLS, or None
         state.auto_run = True
-        state.ready = False
+        state.model_ready = False
         state.busy = False
         state.message = "Loading the model..."
         state.error = ""
@@ -288,7 +303,7 @@ class VolumetricSamApp:
 
         with self.state:
             state = self.state
-            state.ready = bool(controller_state.ready)
+            state.model_ready = bool(controller_state.ready)
             state.busy = bool(controller_state.busy)
             state.message = controller_state.message or ""
             state.error = controller_state.error or ""

@@ -68,20 +68,20 @@ def _panel(app: VolumetricSamApp, v, html) -> None:
         html.Div("Click in a view", classes="text-overline")
         with html.Div(classes="d-flex flex-wrap"):
             _button(v, "Positive point", (app.toggle_placing, "['positive']"), "place-positive",
-                    color=("placing === 'positive' ? 'green' : undefined",), disabled=("!ready",))
+                    color=("placing === 'positive' ? 'green' : undefined",), disabled=("!model_ready",))
             _button(v, "Negative point", (app.toggle_placing, "['negative']"), "place-negative",
-                    color=("placing === 'negative' ? 'red' : undefined",), disabled=("!ready",))
+                    color=("placing === 'negative' ? 'red' : undefined",), disabled=("!model_ready",))
             _button(v, "Box", (app.toggle_placing, "['box']"), "place-box", v_if=("capabilities.includes('box')",),
-                    color=("placing === 'box' ? 'yellow' : undefined",), disabled=("!ready",))
+                    color=("placing === 'box' ? 'yellow' : undefined",), disabled=("!model_ready",))
         v.VCheckbox(label="Auto-run on each prompt", v_model=("auto_run",), density="compact", hide_details=True,
                     **_test('auto-run'))
         with html.Div(classes="d-flex flex-wrap"):
-            _button(v, "Segment", (app.controller_action, "['run_pending']"), "run", disabled=("!ready || busy",))
+            _button(v, "Segment", (app.controller_action, "['run_pending']"), "run", disabled=("!model_ready || busy",))
             _button(v, "Undo", (app.controller_action, "['undo']"), "undo", disabled=("!can_undo || busy",))
             _button(v, "Redo", (app.controller_action, "['redo']"), "redo", disabled=("!can_redo || busy",))
-            _button(v, "Reset", (app.controller_action, "['reset']"), "reset", disabled=("!ready || busy",))
+            _button(v, "Reset", (app.controller_action, "['reset']"), "reset", disabled=("!model_ready || busy",))
             _button(v, "Next segment", (app.controller_action, "['next_segment']"), "next-segment",
-                    disabled=("!ready || busy",))
+                    disabled=("!model_ready || busy",))
 
         # SAM2Volume: propagation -----------------------------------------------------------------
         with html.Div(v_if=("capabilities.includes('propagate')",)):
@@ -89,11 +89,11 @@ def _panel(app: VolumetricSamApp, v, html) -> None:
             html.Div("Propagation", classes="text-overline")
             with html.Div(classes="d-flex flex-wrap"):
                 _button(v, "Propagate", (app.controller_action, "['propagate']"), "propagate",
-                        disabled=("!ready || busy",))
+                        disabled=("!model_ready || busy",))
                 _button(v, "Cancel", (app.controller_action, "['cancel']"), "cancel", disabled=("!busy",))
-                _button(v, "Confirm slice", app.confirm_shown_slice, "confirm-slice", disabled=("!ready || busy",))
+                _button(v, "Confirm slice", app.confirm_shown_slice, "confirm-slice", disabled=("!model_ready || busy",))
                 _button(v, "Propagate correction", (app.controller_action, "['propagate_correction']"),
-                        "propagate-correction", disabled=("!ready || busy",))
+                        "propagate-correction", disabled=("!model_ready || busy",))
             html.Div("Confirmed slices: {{ confirmed_slices.length ? confirmed_slices.join(', ') : 'none' }}",
                      classes="text-caption", **_test('confirmed-slices'))
 

@@ -154,6 +154,8 @@ class VolumetricSamApp:
         self.controller = None
         self._poll_task = None
         self._view_sizes: dict[str, tuple] = {}
+        #: How many times the controller's state changed (tests wait for a button's effect on it).
+        self.controller_updates = 0
         self._init_state()
         self._build_ui()
         self.server.controller.on_server_ready.add(self._on_server_ready)
@@ -301,6 +303,7 @@ class VolumetricSamApp:
     def _on_controller_state(self, controller_state) -> None:
         from ..mrml.controller import CPU_WARNING
 
+        self.controller_updates += 1
         with self.state:
             state = self.state
             state.model_ready = bool(controller_state.ready)

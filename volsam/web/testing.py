@@ -15,6 +15,8 @@ import shutil
 import threading
 import time
 
+import numpy as np
+
 from .access import access_for
 from .config import AppConfig
 
@@ -159,3 +161,31 @@ def page_position_of_ras(running: RunningApp, page, view_tag: str, ras) -> tuple
     x, y, (width, height) = running.call(display_xy)
     box = view_area(page, view_tag).bounding_box()
     return box["x"] + (x + 0.5) * box["width"] / width, box["y"] + (height - y - 0.5) * box["height"] / height
+
+
+def click_at_ras(running: RunningApp, page, view_tag: str, ras) -> tuple[float, float]:
+    """Show ``ras``'s slice in the view and click there with the mouse; returns the page position."""
+    def show(app):
+        view = app.slicer.view_manager.get_view(view_tag)
+        normal = np.asarray(view.get_view_node().GetSliceToRAS().MultiplyPoint((0, 0, 1, 0))[:3])
+        view.set_slice_value(float(np.dot(normal, ras)))
+
+    running.call(show)
+    page.wait_for_timeout(300)  # the page shows the new slice (a settle, not a speed check)
+    x, y = page_position_of_ras(running, page, view_tag, ras)
+    page.mouse.move(x, y)
+    page.mouse.click(x, y)
+    return x, y
+
+
+def segment_mask(app):
+    """The selected segment as a uint8 (k, j, i) mask on the image's grid (run on the loop thread)."""
+    from ..mrml.segments import SegmentOnGrid
+
+    return SegmentOnGrid(app.segmentation_node, app.editor.active_segment_id, app.image.volume).read()
+
+
+def wait_idle(running: RunningApp, timeout: float = 300.0) -> None:
+    """Wait until the controller has no job running or queued."""
+    running.wait_until(lambda app: app.controller is not None and not app.controller.state.busy, timeout,
+                       "the controller to finish its jobs")

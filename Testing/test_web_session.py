@@ -128,6 +128,9 @@ def test_a_click_in_the_axial_view_segments_the_lesion_and_the_page_shows_it(run
     assert _orange(first_click["before"], x, y) < 15
     assert _orange(first_click["after"], x, y) > 40
     assert page.locator("[data-test=message]").inner_text().startswith("Positive point")
+    surface_points = running.call(lambda app: app.segmentation_node.GetSegmentation().GetSegment(
+        app.editor.active_segment_id).GetRepresentation("Closed surface").GetNumberOfPoints())
+    assert surface_points > 0  # the 3D view shows the segment as a surface
     assert page.locator("[data-test=cpu-warning]").is_visible()  # device cpu: the warning stays visible
     # The README's screenshot comes from this session (written when asked, so runs leave the tree alone).
     shot = tmp_path / SCREENSHOT.name

@@ -31,6 +31,8 @@ POLL_INTERVAL_S = 0.05
 SEGMENT_COLOURS = ((0.95, 0.55, 0.1), (0.2, 0.6, 1.0), (0.85, 0.2, 0.8), (0.3, 0.85, 0.35), (1.0, 0.9, 0.2))
 #: Placing-mode names of the panel -> the controller's prompt roles.
 PROMPT_ROLES = ("positive", "negative", "box")
+#: The segment representation the 3D view shows.
+CLOSED_SURFACE = "Closed surface"
 #: Window and level (HU) the demo phantom opens with.
 DEMO_WINDOW_LEVEL = (400.0, 40.0)
 EDIT_TOOLS = ("paint", "erase")
@@ -143,7 +145,7 @@ class VolumetricSamApp:
         # The 3D view shows segments as surfaces; made once, Slicer keeps it up to date with
         # the labelmap (the controller writes into the labelmap in place).
         self.editor.set_surface_representation_enabled(True)
-        self.segmentation_node.CreateClosedSurfaceRepresentation()
+        self._keep_surfaces()
         first = self.editor.add_empty_segment(segment_name="Lesion 1", segment_color=list(SEGMENT_COLOURS[0]))
         self.editor.set_active_segment_id(first)
         self.editor.active_segment_modifier.segmentation_modified.connect(self._on_segmentation_modified)
@@ -321,7 +323,15 @@ class VolumetricSamApp:
             state.weights_needed = "" if needed is None else f"{needed.entry.filename} ({needed.reason})"
         if controller_state.segment_id and controller_state.segment_id != self.editor.active_segment_id:
             self.editor.set_active_segment_id(controller_state.segment_id)
+        self._keep_surfaces()
         self._refresh_segments()
+
+    def _keep_surfaces(self) -> None:
+        """Rebuild the 3D surfaces when a write into the labelmap dropped them: a segment
+        written in place invalidates its derived representations, and nothing in this scene
+        (unlike the Slicer application's segment editor) asks for them again."""
+        if not self.segmentation_node.GetSegmentation().ContainsRepresentation(CLOSED_SURFACE):
+            self.segmentation_node.CreateClosedSurfaceRepresentation()
 
     def _require_controller(self):
         if self.controller is None:

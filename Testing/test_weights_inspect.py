@@ -9,9 +9,9 @@ import pytest
 import torch
 from conftest_adapter import NUMPY1_PICKLE
 
+from volsam.checkpoint_info import describe_checkpoint
 from volsam.cli import main
-from volsam.weights import CheckpointError, classify, describe_checkpoint, load_checkpoint
-from volsam.weights import inspect as inspect_module
+from volsam.weights import CheckpointError, CheckpointReport, classify, load_checkpoint
 
 pytest_plugins = ["conftest_adapter"]
 
@@ -84,7 +84,7 @@ def test_a_registered_method_brings_its_checkpoint_detector(tmp_path, monkeypatc
 
     def detect_test(loaded):
         if isinstance(loaded.content, dict) and "model" in loaded.content:
-            return inspect_module.CheckpointReport(str(loaded.path), "test-kind", True, "test detector")
+            return CheckpointReport(str(loaded.path), "test-kind", True, "test detector")
         return None
 
     class ThirdMethod(methods.Sam2ThreeDMedMethod):  # a new method: one registry entry

@@ -3,7 +3,8 @@
 Every caller (the CLI, evaluation, the demo, the Slicer modules, the browser app) chooses a
 method here by name and then only calls the :class:`Method` interface; nothing else in volsam
 compares a method's name. Adding a method means adding its model package and one entry in
-:data:`METHODS`.
+:data:`METHODS` (and, to train it with ``volsam train``, its recipe in
+:data:`volsam.training.recipes.RECIPES`).
 
 This module imports nothing heavy (no numpy, torch or model code): ``volsam --help`` lists the
 methods from it. Each entry imports its model package when it loads a model.
@@ -63,6 +64,23 @@ class SessionSettings:
 
 
 @dataclass(frozen=True)
+class TrainingDefaults:
+    """What ``volsam train`` offers for a method (its behaviour is in
+    :mod:`volsam.training.recipes`)."""
+
+    #: Every model configuration ``--config`` takes, the default first.
+    config_names: tuple[str, ...]
+    #: Configurations trained from scratch (no pretrained checkpoint exists for them).
+    from_scratch: tuple[str, ...]
+    #: Epochs when neither ``--epochs`` nor ``--steps`` is given.
+    default_epochs: int
+
+    @property
+    def default_config(self) -> str:
+        return self.config_names[0]
+
+
+@dataclass(frozen=True)
 class LoadedModel:
     """A model on its device and what it was loaded from (for messages and reuse)."""
 
@@ -91,6 +109,8 @@ class Method(ABC):
     demo_filename: str
     #: What its sessions take (see :data:`volsam.sessions.protocol.CAPABILITIES`).
     capabilities: frozenset[str]
+    #: Its configurations for ``volsam train``.
+    training: TrainingDefaults
 
     @property
     def propagates(self) -> bool:
@@ -133,10 +153,6 @@ class Method(ABC):
         preprocessing), or {} for other files."""
         return {}
 
-    @abstractmethod
-    def training_recipe(self):
-        """Its side of ``volsam train`` (:class:`volsam.training.recipes.TrainingRecipe`)."""
-
     def checkpoint_settings(self, choice: WeightsChoice, settings: SessionSettings) -> SessionSettings:
         """``settings`` completed with what the checkpoint was trained with (e.g. its intensity
         preset); a ValueError for a checkpoint the session cannot serve faithfully."""
@@ -169,6 +185,9 @@ class Sam3DAdapterMethod(Method):
     checkpoint_kinds = ("sam3d-adapter-official", "sam3d-adapter", "sam-vit-b")
     demo_filename = "sam3d_adapter_demo.safetensors"
     capabilities = frozenset({"points"})
+    # vit_b: the paper's model from SAM ViT-B; tiny: the structural test model; tiny-demo: the
+    # demo model. The paper trains 500 epochs (spec section 9).
+    training = TrainingDefaults(("vit_b", "tiny", "tiny-demo"), ("tiny", "tiny-demo"), 500)
 
     def load_model(self, choice: WeightsChoice, device) -> LoadedModel:
         import logging
@@ -199,11 +218,6 @@ class Sam3DAdapterMethod(Method):
         options = AdapterSessionOptions(mode=settings.mode, preset=settings.preset or "ct",
                                         precision=settings.precision, keep_connected=settings.keep_connected)
         return AdapterSession(loaded.model, loaded.device, options)
-
-    def training_recipe(self):
-        from .training.recipes import AdapterRecipe
-
-        return AdapterRecipe()
 
     def checkpoint_detectors(self) -> tuple:
         from .models.sam3d_adapter import checkpoints
@@ -248,6 +262,10 @@ class Sam2ThreeDMedMethod(Method):
     checkpoint_kinds = ("sam2-3dmed", "sam2")
     demo_filename = "sam2_3dmed_demo.safetensors"
     capabilities = frozenset({"points", "box", "mask", "propagate"})
+    # The SAM 2.1 sizes (frozen encoder from Meta's checkpoint), then two networks trained from
+    # scratch. The paper gives no epoch count; this project trains 100.
+    training = TrainingDefaults(("tiny", "small", "base_plus", "large", "tiny-test", "tiny-demo"),
+                                ("tiny-test", "tiny-demo"), 100)
 
     def load_model(self, choice: WeightsChoice, device) -> LoadedModel:
         from .models.sam2_3dmed.checkpoint import load_model, read_checkpoint
@@ -280,11 +298,6 @@ class Sam2ThreeDMedMethod(Method):
         intensity = IntensityConfig(modality=settings.modality) if settings.modality else None
         return PropagationSession(loaded.model, PropagationSessionConfig(
             slice_direction=settings.slice_direction, intensity=intensity))
-
-    def training_recipe(self):
-        from .training.recipes import Sam2Recipe
-
-        return Sam2Recipe()
 
     def checkpoint_detectors(self) -> tuple:
         from .models.sam2_3dmed.detect import detect_checkpoint

@@ -21,9 +21,6 @@ from ..methods import get_method, method_names
 
 MODELS = method_names()
 
-ADAPTER_LEARNING_RATE = 4e-4  # spec section 9, all three optimizers
-SAM2_LEARNING_RATE = 1e-4  # spec D7: trained SAM2 parts
-SAM2_HEAD_LEARNING_RATE = 1e-3  # spec D7: the new heads (SRPP, BD)
 
 
 def adapter_configs() -> dict:
@@ -116,7 +113,8 @@ class TrainingConfig:
                 object.__setattr__(self, name, Path(value))
 
     def validate(self) -> TrainingConfig:
-        """Option checks that need no data; one clear ValueError each."""
+        """Option checks that need no data and no method's recipe (those:
+        :func:`volsam.training.recipes.checked`); one clear ValueError each."""
         if self.model not in MODELS:
             raise ValueError(f"--model must be one of {', '.join(MODELS)}, got {self.model!r}")
         if self.epochs is not None and self.steps is not None:
@@ -133,23 +131,22 @@ class TrainingConfig:
             raise ValueError(f"--lr must be positive, got {self.learning_rate}")
         if self.init is not None and not self.init.is_file():
             raise ValueError(f"--init {self.init}: no such file")
-        names = self.recipe.config_names
+        names = self.defaults.config_names
         if self.config_name not in names:
             raise ValueError(f"--config {self.config_name!r} is not a {self.model} configuration; expected one of "
                              f"{', '.join(names)}")
-        self.recipe.validate(self)
         return self
 
     @property
-    def recipe(self):
-        """The method's side of training (:mod:`volsam.training.recipes`)."""
-        return get_method(self.model).training_recipe()
+    def defaults(self):
+        """The method's configurations and defaults (:class:`volsam.methods.TrainingDefaults`)."""
+        return get_method(self.model).training
 
     @property
     def config_name(self) -> str:
         if self.config is not None:
             return self.config
-        return self.recipe.default_config
+        return self.defaults.default_config
 
     def adapter_model_config(self):
         """The 3DSAM-adapter configuration, with ``--crop`` applied to from-scratch configs."""
@@ -157,7 +154,7 @@ class TrainingConfig:
         crop = self.crop
         if crop is None or crop == config.crop_size:
             return config
-        if self.config_name not in self.recipe.from_scratch:
+        if self.config_name not in self.defaults.from_scratch:
             raise ValueError(f"--crop {crop}: the {self.config_name} configuration works on {config.crop_size}^3 crops "
                              "only (its position tables come from SAM); crops of other sizes need a configuration "
                              "trained from scratch")
@@ -176,4 +173,4 @@ class TrainingConfig:
     def run_epochs(self) -> int | None:
         if self.steps is not None:
             return None
-        return self.epochs if self.epochs is not None else self.recipe.default_epochs
+        return self.epochs if self.epochs is not None else self.defaults.default_epochs

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import TrainingConfig
+from .recipes import checked, recipe_for
 
 LOG_COLUMNS = ("epoch", "step", "train_loss", "val_loss", "val_dice", "learning_rate", "epoch_seconds",
                "data_wait_seconds", "best")
@@ -69,7 +70,7 @@ def train(config: TrainingConfig) -> TrainingResult:
     from ..devices import resolve_device
     from .distributed import DistributedContext
 
-    config.validate()
+    checked(config)
     context = DistributedContext.from_environment()
     device = resolve_device(config.device)
     if context.enabled and device.type == "cuda":
@@ -186,24 +187,22 @@ def _facts(config: TrainingConfig, dataset, label_value: int, label_name: str, t
     facts = {"label_value": label_value, "label_name": label_name, "modality": dataset.modality,
              "train_cases": [c.case_id for c in train_cases],
              "validation_cases": [c.case_id for c in validation_cases]}
-    facts["preprocessing"] = config.recipe.preprocessing(config, dataset, train_cases)
+    facts["preprocessing"] = recipe_for(config.model).preprocessing(config, dataset, train_cases)
     return facts
 
 
 def inference_note(config: TrainingConfig, preprocessing: dict) -> str | None:
     """A warning when inference (``volsam segment``, the sessions) will not preprocess as this
     run does."""
-    return config.recipe.inference_note(preprocessing)
+    return recipe_for(config.model).inference_note(preprocessing)
 
 
 def _preprocessing_from_dict(data: dict):
-    from ..methods import get_method
-
-    return get_method(data["kind"]).training_recipe().preprocessing_from_dict(data)
+    return recipe_for(data["kind"]).preprocessing_from_dict(data)
 
 
 def _make_task(config: TrainingConfig, data: _PreparedData, device):
-    return config.recipe.make_task(config, data.train, data.validation, data.preprocessing, device)
+    return recipe_for(config.model).make_task(config, data.train, data.validation, data.preprocessing, device)
 
 
 

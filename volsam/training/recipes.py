@@ -1,8 +1,10 @@
 """What training needs to know of each method: its configurations, its option checks, how it
 preprocesses volumes, and the task that turns cached cases into losses.
 
-:meth:`volsam.methods.Method.training_recipe` hands out a method's recipe; the training loop
-(:mod:`.loop`) and :class:`~.config.TrainingConfig` ask it and never compare method names.
+:func:`recipe_for` hands out a method's recipe; the training loop (:mod:`.loop`) and
+:class:`~.config.TrainingConfig` ask it and never compare method names. Training sits above the
+method registry (:mod:`volsam.methods`), which knows nothing of it: a method that can be trained
+has an entry in :data:`RECIPES` under its registry name.
 """
 
 from __future__ import annotations
@@ -13,16 +15,8 @@ import numpy as np
 
 
 class TrainingRecipe(ABC):
-    """One method's side of ``volsam train``."""
-
-    #: Configuration when ``--config`` is not given.
-    default_config: str
-    #: Epochs when neither ``--epochs`` nor ``--steps`` is given.
-    default_epochs: int
-    #: Every configuration name ``--config`` takes.
-    config_names: tuple[str, ...]
-    #: Configurations trained from scratch (no pretrained checkpoint exists for them).
-    from_scratch: tuple[str, ...]
+    """One method's side of ``volsam train`` (its configuration names and defaults are data of
+    the method: :class:`volsam.methods.TrainingDefaults`)."""
 
     @abstractmethod
     def validate(self, config) -> None:
@@ -46,10 +40,6 @@ class TrainingRecipe(ABC):
 
 
 class AdapterRecipe(TrainingRecipe):
-    default_config = "vit_b"
-    default_epochs = 500  # spec section 9
-    config_names = ("vit_b", "tiny", "tiny-demo")
-    from_scratch = ("tiny", "tiny-demo")
 
     def validate(self, config) -> None:
         if config.sam2_checkpoint is not None:
@@ -64,7 +54,11 @@ class AdapterRecipe(TrainingRecipe):
             raise ValueError(f"--clicks must be 3dsam or lesion, got {config.click_protocol!r}")
 
     def preprocessing(self, config, dataset, train_cases) -> dict:
-        from .preprocessing import ADAPTER_PRESETS, AdapterPreprocessing, foreground_intensity
+        from .preprocessing import (
+            ADAPTER_PRESETS,
+            AdapterPreprocessing,
+            foreground_intensity,
+        )
 
         if config.preset == "auto":
             intensity = foreground_intensity(train_cases, progress=config.progress)
@@ -110,10 +104,6 @@ class AdapterRecipe(TrainingRecipe):
 
 
 class Sam2Recipe(TrainingRecipe):
-    default_config = "tiny"
-    default_epochs = 100  # the paper gives no figure
-    config_names = ("tiny", "small", "base_plus", "large", "tiny-test", "tiny-demo")
-    from_scratch = ("tiny-test", "tiny-demo")
 
     def validate(self, config) -> None:
         if config.sam_checkpoint is not None:
@@ -122,7 +112,7 @@ class Sam2Recipe(TrainingRecipe):
         if config.crop is not None:
             raise ValueError("--crop applies to sam3d-adapter; sam2-3dmed trains on whole slices at its "
                              "configuration's image size (--clip-length sets the slices per clip)")
-        scratch = config.config_name in self.from_scratch
+        scratch = config.config_name in config.defaults.from_scratch
         if not scratch and config.sam2_checkpoint is None and not config.train_encoder:
             raise ValueError(f"fine-tuning SAM2-3dMed {config.config_name} needs --sam2-checkpoint "
                              f"(the official SAM2.1 checkpoint of that size, for the frozen image encoder); for "
@@ -153,3 +143,24 @@ class Sam2Recipe(TrainingRecipe):
         from .samples import ClipSampling
 
         return Sam2Task(config, train, validation, ClipSampling(config.clip_length), device)
+
+
+#: Registry name of a method -> its training recipe.
+RECIPES: dict[str, TrainingRecipe] = {"sam3d-adapter": AdapterRecipe(), "sam2-3dmed": Sam2Recipe()}
+
+
+def checked(config):
+    """``config`` with every option check done: the generic ones and the method's own."""
+    config.validate()
+    recipe_for(config.model).validate(config)
+    return config
+
+
+def recipe_for(method: str) -> TrainingRecipe:
+    """The training recipe of a registered method; a clear ValueError for any other."""
+    from ..methods import get_method
+
+    name = get_method(method).name
+    if name not in RECIPES:
+        raise ValueError(f"{name} has no training recipe: volsam train trains {', '.join(RECIPES)}")
+    return RECIPES[name]

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ...weights.inspect import CheckpointReport
 from ...weights.loading import CheckpointError, LoadedCheckpoint
+from ...weights.report import CheckpointReport
 from .checkpoint import header_of, sam2_state_dict_of
 from .variants import SAM2Detection, detect_sam2_state_dict
 

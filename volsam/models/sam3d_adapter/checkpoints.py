@@ -24,9 +24,9 @@ from pathlib import Path
 
 import torch
 
-from ...weights.inspect import CheckpointReport
 from ...weights.kinds import OFFICIAL_SAM3D_SECTIONS, PROJECT_SAM3D_FORMAT, classify, describe_kind, sam_kind
 from ...weights.loading import CheckpointError, LoadedCheckpoint, load_checkpoint
+from ...weights.report import CheckpointReport
 from .build import build_sam3d_adapter
 from .config import VIT_B, Sam3DAdapterConfig
 from .freezing import apply_official_freezing, is_trainable, is_trainable_encoder_key

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -223,3 +224,54 @@ def test_a_wrong_token_is_refused_and_the_right_one_lets_the_page_in(browser):
         right.goto(running.url)
         view_area(right, "Red").wait_for(timeout=120_000)
         right.close()
+
+
+@browser_only
+def test_the_cli_serves_an_image_file_on_loopback_and_prints_the_url(tmp_path, phantom):
+    import os
+    import re
+    import signal
+    import urllib.request
+
+    from volsam.io import write_image
+
+    path = tmp_path / "ct.nii.gz"
+    write_image(phantom[0], path)
+    env = dict(os.environ, VTK_DEFAULT_OPENGL_WINDOW="vtkOSOpenGLRenderWindow", PYTHONUNBUFFERED="1")
+    process = subprocess.Popen([sys.executable, "-m", "volsam", "app", str(path), "--port", "0", "--out", str(tmp_path)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                               start_new_session=True)
+    watchdog = threading.Timer(300, lambda: os.killpg(process.pid, signal.SIGKILL))  # never hang the suite
+    watchdog.start()
+    try:
+        url = None
+        for line in process.stdout:  # reads until the app announces itself (or exits)
+            found = re.search(r"open (http://127\.0\.0\.1:\d+/)", line)
+            if found:
+                url = found.group(1)
+                break
+        assert url, "the app printed no URL"
+        with urllib.request.urlopen(url, timeout=60) as response:
+            assert response.status == 200 and b"<html" in response.read().lower()
+    finally:
+        watchdog.cancel()
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(60)
+
+
+def test_an_image_file_opens_with_its_geometry_and_name(tmp_path):
+    from volsam.io import write_image
+    from volsam.web.app import load_image
+    from volsam.web.config import AppConfig
+
+    from conftest import make_volume
+
+    volume = make_volume(dtype=np.int16)
+    path = tmp_path / "oblique scan.nii.gz"
+    write_image(volume, path)
+    loaded = load_image(AppConfig(image=path))
+    assert loaded.name == "oblique scan" and not loaded.is_demo
+    assert loaded.volume.same_geometry(volume)
+    np.testing.assert_array_equal(loaded.volume.array, volume.array)
+    with pytest.raises(ValueError, match="no such file"):
+        load_image(AppConfig(image=tmp_path / "missing.nrrd"))

@@ -257,13 +257,19 @@ def test_sam2_propagation_shows_progress_and_cancel_keeps_the_slices_done(runnin
     np.testing.assert_array_equal(_mask(running), prompted)
 
 
-def test_errors_show_in_the_page_as_one_line(running, page):
-    # Confirming a slice with nothing propagated yet is fine; asking for a box with the adapter is not.
-    def ask_for_a_box_with_the_wrong_method(app):
-        app.toggle_placing("spline")
+def test_a_failure_shows_in_the_page_as_one_line_and_the_app_recovers(running, page):
+    """Asking for CUDA on a machine without it is an error in the page, not a silent fall-back."""
+    from volsam.web.testing import wait_idle
 
-    running.call(ask_for_a_box_with_the_wrong_method)
+    if running.call(lambda app: __import__("torch").cuda.is_available()):
+        pytest.skip("this machine has CUDA: choosing it is no error here")
+    page.locator("[data-test=device]").click()
+    page.locator(".v-overlay .v-list-item-title", has_text="cuda").click()
     alert = page.locator("[data-test=error]")
-    alert.wait_for(timeout=60_000)
-    text = alert.inner_text()
-    assert "unknown prompt kind 'spline'" in text and "Traceback" not in text and "\n" not in text.strip()
+    alert.filter(has_text="CUDA is not available").wait_for(timeout=120_000)
+    text = alert.inner_text().strip()
+    assert "Traceback" not in text and "\n" not in text
+    page.locator("[data-test=device]").click()
+    page.locator(".v-overlay .v-list-item-title", has_text="cpu").click()
+    running.wait_until(lambda app: app.state.model_ready and not app.state.error, 300, "the model on the CPU again")
+    wait_idle(running)

@@ -257,6 +257,34 @@ def test_sam2_propagation_shows_progress_and_cancel_keeps_the_slices_done(runnin
     np.testing.assert_array_equal(_mask(running), prompted)
 
 
+def test_sam2_a_box_drawn_on_a_slice_segments_that_slice(running, page, phantom):
+    """Slicer's ROI placement: a click on one corner, the mouse moved, a click on the opposite one."""
+    from volsam.metrics import dice
+    from volsam.web.testing import page_position_of_ras, wait_idle
+
+    assert running.call(lambda app: "box" in app.state.capabilities)  # SAM2Volume still selected
+    _press(page, running, "next-segment")
+    centre, k = phantom["centre_ras"], phantom["centre_kji"][0]
+    running.call(lambda app: app.slice_view("Axial").set_slice_value(float(centre[2])))
+    page.locator("[data-test=place-box]").click()
+    running.wait_until(lambda app: app.state.placing == "box", 60, "placing a box")
+    page.wait_for_timeout(300)
+    half = 0.6 * phantom["truth"][k].any(axis=0).sum() * phantom["image"].spacing[0]  # a bit beyond the lesion
+    x0, y0 = page_position_of_ras(running, page, "Red", centre + [-half, -half, 0.0])
+    x1, y1 = page_position_of_ras(running, page, "Red", centre + [half, half, 0.0])
+    page.mouse.move(x0, y0)
+    page.mouse.click(x0, y0)
+    for step in range(1, 11):
+        page.mouse.move(x0 + (x1 - x0) * step / 10, y0 + (y1 - y0) * step / 10)
+    page.mouse.click(x1, y1)
+    running.wait_until(lambda app: app.controller.state.message.startswith("Box:"), 300, "the box's result")
+    wait_idle(running)
+    mask = _mask(running)
+    assert mask.sum() == mask[k].sum() > 0  # the boxed slice only
+    score = dice(mask[k:k + 1] > 0, phantom["truth"][k:k + 1])
+    assert score >= 0.7, f"Dice {score:.3f} on the boxed slice"
+
+
 def test_a_failure_shows_in_the_page_as_one_line_and_the_app_recovers(running, page):
     """Asking for CUDA on a machine without it is an error in the page, not a silent fall-back."""
     from volsam.web.testing import wait_idle

@@ -199,6 +199,35 @@ def test_save_buttons_write_files_in_the_image_geometry_and_download_gives_the_s
 
 
 @browser_only
+def test_the_segment_list_shows_names_and_colours_and_toggles_visibility(running, page):
+    rows = page.locator("[data-test=segments] .v-list-item")
+    assert rows.count() == 1 and "Lesion 1" in rows.first.inner_text()
+
+    def visible(app):
+        return bool(app.segmentation_node.GetDisplayNode().GetSegmentVisibility(app.editor.active_segment_id))
+
+    assert running.call(visible)
+    page.locator("[data-test=segment-visibility]").click()
+    running.wait_until(lambda app: not visible(app), 60, "the segment hidden")
+    page.locator("[data-test=segment-visibility]").click()
+    running.wait_until(visible, 60, "the segment shown again")
+
+
+@browser_only
+def test_the_layout_menu_switches_the_views(running, page):
+    from volsam.web.testing import view_area
+
+    page.locator(".v-app-bar .v-select").click()
+    page.locator(".v-overlay .v-list-item-title", has_text="Axial Only").click()
+    running.wait_until(lambda app: len(app.slicer.view_manager.get_current_view_ids()) == 1, 60, "one view")
+    page.locator("div:has(> [data-view='Green'])").wait_for(state="detached", timeout=60_000)
+    page.locator(".v-app-bar .v-select").click()
+    page.locator(".v-overlay .v-list-item-title", has_text="Quad View").click()
+    view_area(page, "Green").wait_for(timeout=60_000)
+    assert running.call(lambda app: len(app.slicer.view_manager.get_current_view_ids())) == 4
+
+
+@browser_only
 def test_a_wrong_token_is_refused_and_the_right_one_lets_the_page_in(browser):
     from volsam.web.testing import RunningApp, view_area
 

@@ -285,6 +285,30 @@ def test_sam2_a_box_drawn_on_a_slice_segments_that_slice(running, page, phantom)
     assert score >= 0.7, f"Dice {score:.3f} on the boxed slice"
 
 
+def test_sam2_confirm_the_shown_slice_and_propagate_the_correction(running, page, phantom):
+    """After the box: the user looks at a slice above the lesion's centre, finds it should be
+    empty, confirms it as it is and propagates the correction; confirmed slices never change."""
+    from volsam.web.testing import wait_idle
+
+    k = phantom["centre_kji"][0]
+    above = k + 3
+    before = _mask(running)
+    assert before[k].any() and not before[above].any()
+    spacing_s = phantom["image"].spacing[2]
+    running.call(lambda app: app.slice_view("Axial").set_slice_value(float(phantom["centre_ras"][2] + 3 * spacing_s)))
+    _press(page, running, "confirm-slice")
+    listed = page.locator("[data-test=confirmed-slices]")
+    listed.filter(has_text=str(above)).wait_for(timeout=60_000)
+    assert running.call(lambda app: app.state.confirmed_slices) == sorted({k, above})
+    _press(page, running, "propagate-correction")
+    running.wait_until(lambda app: app.controller.state.message.startswith("Propagated correction"), 300,
+                       "the propagated correction")
+    wait_idle(running)
+    after = _mask(running)
+    np.testing.assert_array_equal(after[k], before[k])
+    assert not after[above].any()
+
+
 def test_a_failure_shows_in_the_page_as_one_line_and_the_app_recovers(running, page):
     """Asking for CUDA on a machine without it is an error in the page, not a silent fall-back."""
     from volsam.web.testing import wait_idle

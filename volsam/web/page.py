@@ -116,8 +116,10 @@ def _panel(app: VolumetricSamApp, v, html) -> None:
                 with html.Div(classes="d-flex align-center"):
                     v.VIcon("mdi-circle", color=("item.color",), size="small", classes="mr-2")
                     html.Span("{{ item.name }}", classes="flex-grow-1")
+                    toggle = ctrl.trigger_name(app.toggle_segment_visibility)
+                    # .stop: the eye toggles visibility without selecting the segment under it.
                     v.VBtn(icon=("item.visible ? 'mdi-eye' : 'mdi-eye-off'",), size="x-small", variant="text",
-                           click_stop=(app.toggle_segment_visibility, "[item.id]"))
+                           raw_attrs=[f'@click.stop="trigger(\'{toggle}\', [item.id])"', 'data-test="segment-visibility"'])
 
         # Save -------------------------------------------------------------------------------------
         v.VDivider(classes="my-1")

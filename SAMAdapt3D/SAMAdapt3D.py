@@ -1,32 +1,40 @@
 """SAMAdapt3D: clicks on a lesion become a 3D segment, with the 3DSAM-adapter model.
 
-The widget only wires UI events; the shared behaviour (model thread, setup, undo, shortcuts,
-Segment Editor) is in VolumetricSAMLib, the MRML handling in volsam.mrml, the model in volsam.
+The widget only wires UI events (VolumetricSAMLib); every behaviour is in the qt-free
+interaction controller (volsam.mrml.controller), the model in volsam.
 """
 
-import pathlib
-from typing import Annotated
+from VolumetricSAMLib.compatibility import require_supported_slicer
 
-import slicer
-from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
-from slicer.i18n import tr as _
-from slicer.i18n import translate
-from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
-from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleTest
+require_supported_slicer("SAMAdapt3D")  # before anything that needs a newer Python
 
-from volsam.mrml import control_point_ras
-from volsam.weights.download import CATALOG, SAM3D_ADAPTER_RELEASE_NOTICE
-from VolumetricSAMLib.logic import PromptSegmentationLogic
-from VolumetricSAMLib.models import (
+import pathlib  # noqa: E402
+from typing import Annotated  # noqa: E402
+
+import slicer  # noqa: E402
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode  # noqa: E402
+from slicer.i18n import tr as _  # noqa: E402
+from slicer.i18n import translate  # noqa: E402
+from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper  # noqa: E402
+from slicer.ScriptedLoadableModule import (  # noqa: E402
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleTest,
+)
+
+from volsam.methods import SessionSettings  # noqa: E402
+from volsam.mrml.choices import (  # noqa: E402
     ADAPTER_DEMO,
     ADAPTER_MODELS,
     ADAPTER_OWN,
     ADAPTER_PRESETS,
     ADAPTER_RELEASED,
     DEVICE_CHOICES,
-    ModelChoice,
+    adapter_weights,
 )
-from VolumetricSAMLib.widget import PromptSegmentationWidget, shortcutsHelp
+from volsam.mrml.shortcuts import shortcuts_help  # noqa: E402
+from volsam.weights.download import CATALOG, SAM3D_ADAPTER_RELEASE_NOTICE  # noqa: E402
+from VolumetricSAMLib.logic import PromptSegmentationLogic, runSelfTest  # noqa: E402
+from VolumetricSAMLib.widget import PromptSegmentationWidget  # noqa: E402
 
 HOMEPAGE = "https://github.com/volumetric-sam/SlicerVolumetricSAM"
 
@@ -43,7 +51,7 @@ class SAMAdapt3D(ScriptedLoadableModule):
             "segments it in 3D into the segment selected in the Segment Editor below. Negative points remove "
             "what should not be there; undo gives the segment back exactly as it was, including your own "
             "painting.<br><br>Keyboard shortcuts (while this module is shown):<br>{shortcuts}<br><br>"
-            'See the <a href="{homepage}#slicer">documentation</a>.').format(shortcuts=shortcutsHelp(),
+            'See the <a href="{homepage}#slicer">documentation</a>.').format(shortcuts=shortcuts_help(),
                                                                                homepage=HOMEPAGE)
         self.parent.acknowledgementText = _(
             "3DSAM-adapter: S. Gong et al., \"3DSAM-adapter: Holistic adaptation of SAM from 2D to 3D for "
@@ -79,13 +87,6 @@ class SAMAdapt3DWidget(PromptSegmentationWidget):
     def createLogic(self):
         return SAMAdapt3DLogic()
 
-    def modelChoice(self) -> ModelChoice:
-        return self.logic.modelChoice(self._parameterNode)
-
-    def promptJob(self, prompts):
-        points = [(control_point_ras(node, index), role == "positive") for role, node, index in prompts]
-        return self.logic.clickJob(points)
-
     def updateModelSection(self) -> None:
         model = self._parameterNode.model
         self.ui.weightsPathLineEdit.enabled = model != ADAPTER_DEMO
@@ -102,78 +103,63 @@ class SAMAdapt3DWidget(PromptSegmentationWidget):
 
 
 class SAMAdapt3DLogic(PromptSegmentationLogic):
-    """GUI-free: usable from scripts and the self-test."""
+    """GUI-free: usable from scripts and the self-test (through ``self.controller``)."""
 
     moduleName = "SAMAdapt3D"
 
     def getParameterNode(self):
         return SAMAdapt3DParameterNode(super().getParameterNode())
 
-    @staticmethod
-    def modelChoice(parameters) -> ModelChoice:
-        weights = str(parameters.weightsFile) if parameters.weightsFile else ""
-        return ModelChoice("sam3d-adapter", parameters.model, weights, parameters.preset, device=parameters.device)
+    def weightsChoice(self, parameters):
+        return adapter_weights(parameters.model, parameters.weightsFile)
 
-    @staticmethod
-    def clickJob(points):
-        """The model-thread job of clicks ``[(ras, positive), ...]``, as one undo step."""
-        if len(points) == 1:
-            (ras, positive), = points
-            label = "positive point" if positive else "negative point"
-            return (lambda session: session.add_point(ras, positive)), label, None
-        positives = [ras for ras, positive in points if positive]
-        negatives = [ras for ras, positive in points if not positive]
-        return (lambda session: session.add_points(positives, negatives)), f"{len(points)} points", None
+    def sessionSettings(self, parameters) -> SessionSettings:
+        return SessionSettings(preset=parameters.preset)
 
 
 class SAMAdapt3DTest(ScriptedLoadableModuleTest):
-    """Runs inside Slicer: a phantom with the demo model, through the module's logic."""
+    """Runs inside Slicer: a phantom with the demo model, through the module's controller."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
         self.setUp()
-        self.test_clicks_segment_the_lesion_and_undo_restores_painting()
+        runSelfTest(self, SAMAdapt3DLogic(), self.test_clicks_segment_the_lesion_and_undo_restores_painting)
 
-    def test_clicks_segment_the_lesion_and_undo_restores_painting(self):
+    def test_clicks_segment_the_lesion_and_undo_restores_painting(self, logic):
         import numpy as np
         import vtk
 
         from volsam.geometry import Box
+        from volsam.methods import WeightsChoice
         from volsam.mrml import volume_node_from_volume
         from volsam.phantoms import TUMOR_LABEL, PhantomConfig, make_phantom
 
-        logic = SAMAdapt3DLogic()
-        if logic.missingDependencies():
-            self.skipTest("the Python packages are not installed (press Initialize once in the module)")
         self.delayDisplay("Phantom: oblique, flipped, anisotropic")
         image, labels, info = make_phantom(7, PhantomConfig(rotation_deg_ras=(10, -15, 20), flip_ijk=(True, False, False),
                                                             spacing_ijk=(1.2, 1.4, 2.5), lesions_per_case=(1, 1)))
         volumeNode = volume_node_from_volume(slicer.mrmlScene, image, "phantom")
-        segmentation = logic.segmentationFor(volumeNode)
-        segmentId = logic.segmentFor(segmentation, None)
-        choice = ModelChoice("sam3d-adapter", ADAPTER_DEMO, device="Auto")
-        logic.finishLoading(logic.startLoading(choice, volumeNode), volumeNode, segmentation, segmentId)
+        controller = logic.controller
+        controller.initialize(volumeNode, weights=WeightsChoice("demo"), device="auto")
+        controller.wait_idle()
+        self.assertTrue(controller.state.ready, controller.state.message)
 
         stroke = Box((1, 1, 1), (3, 4, 5))  # painted before clicking, away from the lesion
-        logic.interaction.target.write(np.ones(stroke.shape, np.uint8), stroke)
-        before = logic.interaction.current_mask()
+        controller.record_edit(np.ones(stroke.shape, np.uint8), stroke)
+        before = controller.interaction.current_mask()
 
         self.delayDisplay("Click on the lesion")
-        positive = logic.promptNode("positive")
         lesionRas = image.ijk_to_ras_points(np.array(info.lesions[0].center_ijk, float))
-        index = positive.AddControlPointWorld(vtk.vtkVector3d(*lesionRas))
-        job, label, _ = logic.clickJob([(control_point_ras(positive, index), True)])
-        box = logic.finishPrompt(logic.startPrompt(job), label, logic.promptTag(positive, index, True))
-        self.assertIsNotNone(box)
-        mask = logic.interaction.current_mask().astype(bool)
+        controller.prompt_node("positive").AddControlPointWorld(vtk.vtkVector3d(*lesionRas))
+        controller.wait_idle()
+        mask = controller.interaction.current_mask().astype(bool)
         truth = labels.array == TUMOR_LABEL
         dice = 2 * (mask & truth).sum() / (mask.sum() + truth.sum())
         self.assertGreater(dice, 0.5, f"Dice {dice:.2f} of the demo model on the phantom lesion")
 
         self.delayDisplay("Undo gives the painted segment back")
-        logic.undo()
-        self.assertTrue(np.array_equal(logic.interaction.current_mask(), before))
-        self.assertEqual(positive.GetNumberOfControlPoints(), 0)
+        controller.undo()
+        self.assertTrue(np.array_equal(controller.interaction.current_mask(), before))
+        self.assertEqual(controller.prompt_node("positive").GetNumberOfControlPoints(), 0)
         self.delayDisplay("Test passed")

@@ -3,8 +3,9 @@
 :class:`BlobSession` implements the session protocol (:mod:`volsam.sessions.protocol`) with
 plain numpy: a positive click adds a ball of ``radius_mm`` around the clicked voxel, a negative
 click removes one; a box fills its rectangle on its slice; a mask prompt confirms a slice; ``run``
-"propagates" by copying the nearest confirmed slice onto every other slice, one slice per unit,
-reporting progress and honouring ``cancel``. It keeps its prompts in the session base's history,
+"propagates" by copying onto every other slice the nearest confirmed slice that holds a mask,
+never across another confirmed slice, one slice per unit, reporting progress and honouring
+``cancel`` (``unit_gate`` holds each unit after the first ``hold_after``). It keeps its prompts in the session base's history,
 so its undo and redo behave as the real sessions' do (every prompt, run and reset one step).
 
 ``gate`` (a :class:`threading.Event`, open by default) holds every model call until it is set:
@@ -39,8 +40,13 @@ class BlobSession(Session):
         self.radius_mm = radius_mm
         self.gate = threading.Event()
         self.gate.set()
+        self.unit_gate = threading.Event()
+        self.unit_gate.set()
+        self.hold_after = 0
         self.closed = False
         self.calls: list[str] = []
+        self.working = False  # a model call is running (on the worker thread)
+        self.slices_read_while_working = 0
         self._cancel = threading.Event()
         self._volume: Volume | None = None
         self._history = None
@@ -81,10 +87,12 @@ class BlobSession(Session):
 
     @property
     def confirmed_slices(self):
+        self.slices_read_while_working += self.working
         return tuple(sorted(self._prompts.confirmed))
 
     @property
     def pending_slices(self):
+        self.slices_read_while_working += self.working
         return tuple(sorted(self._prompts.pending))
 
     def slice_index_of(self, ras) -> int:
@@ -96,15 +104,19 @@ class BlobSession(Session):
 
     # --- prompts ------------------------------------------------------------------------------
     def _step(self, label: str, change, prompts: _Prompts) -> Box | None:
-        self.gate.wait()
-        self.calls.append(label)
-        history = self._require_history()
-        history.begin(label, self._prompts)
-        change(history)
-        self._prompts = prompts
-        return history.end(prompts)
+        self.working = True
+        try:
+            self.gate.wait()
+            self.calls.append(label)
+            history = self._require_history()
+            history.begin(label, self._prompts)
+            change(history)
+            self._prompts = prompts
+            return history.end(prompts)
+        finally:
+            self.working = False
 
-    def add_points(self, positives=(), negatives=(), *, view_normal=None) -> Box | None:
+    def add_points(self, positives=(), negatives=(), *, space="ras", view_normal=None) -> Box | None:
         self._follow(view_normal)
         clicks = [(np.asarray(r, float), True) for r in positives] + [(np.asarray(r, float), False) for r in negatives]
 
@@ -136,7 +148,7 @@ class BlobSession(Session):
             near &= on_slice
         return near.reshape(box.shape), box
 
-    def add_box(self, corner_a, corner_b, *, view_normal=None) -> Box | None:
+    def add_box(self, corner_a, corner_b, *, space="ras", view_normal=None) -> Box | None:
         if "box" not in self.capabilities:
             return super().add_box(corner_a, corner_b, view_normal=view_normal)
         self._follow(view_normal)
@@ -172,6 +184,13 @@ class BlobSession(Session):
     def run(self, progress=None) -> RunOutcome:
         if "propagate" not in self.capabilities:
             return super().run(progress)
+        self.working = True
+        try:
+            return self._run(progress)
+        finally:
+            self.working = False
+
+    def _run(self, progress) -> RunOutcome:
         self.gate.wait()
         self.calls.append("run")
         self._cancel.clear()
@@ -181,10 +200,11 @@ class BlobSession(Session):
         history.begin("run", self._prompts)
         done = 0
         for index in targets:
+            if done >= self.hold_after:
+                self.unit_gate.wait()
             if self._cancel.is_set():
                 break
-            source = min(confirmed, key=lambda c: abs(c - index))
-            history.commit(history.buffer[self._slab(source).slices].copy(), self._slab(index))
+            history.commit(self._propagated(index, confirmed, history.buffer), self._slab(index))
             done += 1
             if progress is not None:
                 progress(done, len(targets))
@@ -192,6 +212,18 @@ class BlobSession(Session):
         if completed:
             self._prompts = _Prompts(self._prompts.clicks, self._prompts.confirmed, frozenset())
         return RunOutcome(completed, done, len(targets), history.end(self._prompts))
+
+    def _propagated(self, index: int, confirmed, buffer) -> np.ndarray:
+        """The mask slice ``index`` gets: the nearest confirmed slice with a mask that no other
+        confirmed slice separates from it; nothing when there is none."""
+        below = [c for c in confirmed if c < index]
+        above = [c for c in confirmed if c > index]
+        sources = ([max(below)] if below else []) + ([min(above)] if above else [])
+        masks = [(abs(c - index), buffer[self._slab(c).slices]) for c in sources]
+        masks = [(distance, mask) for distance, mask in masks if mask.any()]
+        if not masks:
+            return np.zeros(self._slab(index).shape, np.uint8)
+        return min(masks, key=lambda item: item[0])[1].copy()
 
     def cancel(self) -> None:
         self._cancel.set()

@@ -23,7 +23,7 @@ vtk = pytest.importorskip("vtk")
 
 from conftest import rotation  # noqa: E402
 from conftest_controller import StandInMethod  # noqa: E402
-from test_mrml_session import paint, raw_labelmap, same_segment_contents  # noqa: E402
+from conftest_mrml import paint, raw_labelmap, same_segment_contents  # noqa: E402
 
 from volsam.geometry import Box, Volume  # noqa: E402
 from volsam.methods import WeightsChoice  # noqa: E402
@@ -156,6 +156,21 @@ def test_a_box_is_undone_and_redone_as_a_whole(controller):
     assert same_segment_contents(segment_raw(controller), boxed)
 
 
+def test_a_box_and_points_placed_together_run_as_two_steps_box_first(controller):
+    controller.auto_run = False
+    roi = controller.prompt_node("box")
+    place_box(controller, (17, 14, 6), (8.0, 9.0, 1.0))
+    place_point(controller, "negative", (17, 14, 6))
+    assert controller.state.pending_prompts == 2
+    controller.run_pending()
+    controller.wait_idle(timeout=30)
+    assert controller.session.calls == ["open_volume", "box", "points"]
+    controller.undo()  # the point goes, the box stays
+    assert markups_positions(controller, "negative") == [] and roi.GetNumberOfControlPoints() == 1
+    controller.undo()
+    assert roi.GetNumberOfControlPoints() == 0 and not controller.state.can_undo
+
+
 def test_undo_redo_after_point_box_paint_and_propagation_is_bit_exact_at_every_step(controller):
     """The must-show sequence: each step's segment recorded, then undone to the start and redone
     to the end, comparing the raw labelmap at every step (Segment Editor painting included)."""
@@ -268,24 +283,48 @@ def test_cancel_stops_a_propagation_and_keeps_what_was_done_as_one_step(controll
     controller.wait_idle(timeout=30)
     clicked = segment_raw(controller)
     session = controller.session
-    seen = []
-
-    def progress(done, total):
-        seen.append(done)
-        if done == 3:
-            controller_cancel.set()
-            session.cancel()
-
-    controller_cancel = threading.Event()
-    original_run = session.run
-    session.run = lambda progress=None: original_run(
-        progress=lambda done, total: (progress(done, total), progress_ := None) and None)
+    session.hold_after, _ = 3, session.unit_gate.clear()
     controller.propagate()
+    for _ in range(1000):  # until the propagation has done 3 slices and waits
+        controller.poll(0.01)
+        if controller.state.progress is not None and controller.state.progress[0] == 3:
+            break
+    assert controller.state.progress == (3, 11) and controller.state.busy
+    controller.cancel()
+    session.unit_gate.set()
     controller.wait_idle(timeout=30)
-    assert controller_cancel.is_set() and "cancelled after 3 of" in controller.state.message
-    assert controller.state.pending_slices == (5,)
+    assert "cancelled after 3 of 11 slices" in controller.state.message
+    assert controller.state.pending_slices == (5,) and controller.state.progress is None
+    partly = controller.interaction.current_mask()
+    assert partly[[0, 1, 2]].any() and not partly[6:].any()
     controller.undo()
     assert same_segment_contents(segment_raw(controller), clicked)
+
+
+def test_following_the_view_gives_the_session_the_normal_of_the_view_prompted_in(controller, scene):
+    """A point placed in a sagittal view lies on that view's plane: the session slices across it."""
+    from volsam.geometry import closest_voxel_axis
+
+    controller.follow_view = True
+    point = ras_of(controller, (18, 15, 6))
+    sagittal = scene.AddNewNodeByClass("vtkMRMLSliceNode")
+    sagittal.SetLayoutName("Yellow")
+    sagittal.SetOrientationToSagittal()
+    sagittal.JumpSliceByCentering(*point)
+    place_point(controller, "positive", (18, 15, 6))
+    controller.wait_idle(timeout=30)
+    assert controller.session.slice_axis == closest_voxel_axis(controller.volume, (1.0, 0.0, 0.0)) == 0  # i
+    assert controller.view_across_slicing_axis() is sagittal
+    assert controller.slice_index_in_view(sagittal) == 18
+
+
+def test_initializing_again_on_another_volume_reuses_the_model(controller, scene, method):
+    other = volume_node_from_volume(scene, oblique_volume(), "second phantom")
+    first_session = controller.session
+    controller.initialize(other, weights=WeightsChoice("demo"), device="cpu")
+    controller.wait_idle(timeout=30)
+    assert controller.state.ready and method.loads == 1 and first_session.closed
+    assert controller.session is not first_session and controller.volume.array.shape == (12, 30, 34)
 
 
 def test_range_limits_are_the_slices_just_outside_the_range():
@@ -312,6 +351,24 @@ def test_a_segment_selected_during_a_job_is_used_after_it(controller):
     assert not controller.interaction.current_mask().any()
 
 
+def test_the_confirmed_slices_are_never_read_while_the_worker_changes_them(controller):
+    """SAM2Volume's step chain read the session's confirmed slices on the main thread during a job."""
+    session = controller.session
+    place_point(controller, "positive", (18, 15, 5))
+    controller.slice_range = (2, 9)
+    controller.propagate()
+    session.hold_after, _ = 2, session.unit_gate.clear()
+    for _ in range(1000):  # the main loop polls while the propagation runs
+        controller.poll(0.01)
+        if controller.state.progress == (2, 9):
+            break
+    assert controller.state.busy and controller.state.confirmed_slices == (1, 5, 10)  # as the run started
+    session.unit_gate.set()
+    controller.wait_idle(timeout=30)
+    assert controller.state.confirmed_slices == (1, 5, 10)
+    assert session.slices_read_while_working == 0
+
+
 def test_closing_the_scene_during_a_job_drops_it_and_lets_go_of_every_node(controller, scene):
     session = controller.session
     session.gate.clear()
@@ -325,6 +382,14 @@ def test_closing_the_scene_during_a_job_drops_it_and_lets_go_of_every_node(contr
     assert controller.interaction is None and controller.segmentation_node is None and session.closed
     controller.undo()  # nothing to act on: a message, not an exception
     assert controller.state.error == "press Initialize first"
+
+
+def test_removing_the_segmentation_lets_go_of_it(controller, scene):
+    positive, session = controller.prompt_node("positive"), controller.session
+    scene.RemoveNode(controller.segmentation_node)
+    assert not controller.state.ready and controller.segmentation_node is None and session.closed
+    positive.AddControlPointWorld(vtk.vtkVector3d(0, 0, 0))  # no longer observed: nothing runs
+    assert not controller.state.busy and session.calls == ["open_volume"]
 
 
 def test_cancel_during_loading_cancels_it(scene, method):

@@ -7,8 +7,6 @@ transform, into world RAS, compared with the world positions of the intended vox
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -235,18 +233,3 @@ def test_boxes_outside_the_volume_are_refused(scene, volume):
     segment = SegmentOnGrid(segmentation, ensure_segment(segmentation), volume)
     with pytest.raises(ValueError, match="reaches outside the volume"):
         segment.write(np.ones((2, 2, 2), np.uint8), Box((-1, 0, 0), (1, 2, 2)))
-
-
-def test_in_place_box_write_is_fast_on_a_large_volume(scene):
-    volume = Volume(np.zeros((120, 256, 256), np.int16), np.diag([0.8, 0.8, 2.0, 1.0]))
-    segmentation = new_segmentation(scene)
-    segment = SegmentOnGrid(segmentation, ensure_segment(segmentation), volume)
-    segment.write(np.ones((120, 256, 256), np.uint8), Box.full(volume.shape_kji))  # labelmap covers all
-    box = Box((30, 60, 60), (62, 124, 124))
-    values = blob(volume.shape_kji, box)
-    times = []
-    for _ in range(5):
-        start = time.perf_counter()
-        segment.write(values, box)
-        times.append(time.perf_counter() - start)
-    assert np.median(times) < 0.05, f"in-place write of a {box.shape} box took {np.median(times):.3f} s"

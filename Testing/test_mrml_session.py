@@ -1,15 +1,14 @@
 """Clicks -> session -> segment through the MRML layer, on real slicer-core nodes.
 
-``RegionGrowSession`` below is a stand-in *session* (not a stand-in for MRML): it follows the
-session API of :mod:`volsam.sessions` and segments by growing a region of similar intensity
-around each click, so the MRML glue can be checked before the demo model exists. The demo
-model's run of the same test is skipped until the model is in ``volsam``.
+``RegionGrowSession`` below is a stand-in *session* (not a stand-in for MRML): it implements the
+session protocol of :mod:`volsam.sessions.protocol` and segments by growing a region of similar
+intensity around each click, so the MRML glue is checked apart from any model. The same tests
+run on the real 3DSAM-adapter session, with a tiny random model and with the demo model.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -18,13 +17,13 @@ slicer = pytest.importorskip("slicer")
 vtk = pytest.importorskip("vtk")
 
 from conftest import rotation  # noqa: E402
+from conftest_mrml import paint, raw_labelmap, same_segment_contents  # noqa: E402
 from scipy import ndimage  # noqa: E402
 from test_mrml_segments import same_points, segment_voxels_world  # noqa: E402
 
 from volsam.geometry import Box, Volume  # noqa: E402
 from volsam.mrml import (  # noqa: E402
     SegmentInteraction,
-    SessionUndoRules,
     control_point_ras,
     ensure_segment,
     point_prompt_from_control_point,
@@ -36,80 +35,68 @@ from volsam.mrml.nodes import vtk_from_matrix  # noqa: E402
 from volsam.phantoms import TUMOR_LABEL, PhantomConfig, make_phantom  # noqa: E402
 from volsam.prompts import PointPrompt, point_prompt  # noqa: E402
 from volsam.sessions.history import MaskHistory  # noqa: E402
+from volsam.sessions.protocol import Session  # noqa: E402
 
 
-class RegionGrowSession:
-    """Session API stand-in: a positive click adds the connected region of voxels within
+@dataclass(frozen=True)
+class _Clicks:
+    prompts: tuple = ()
+
+
+class RegionGrowSession(Session):
+    """Session protocol stand-in: a positive click adds the connected region of voxels within
     ``tolerance`` of the clicked voxel's value and within ``radius_mm`` of it; a negative
-    click removes that region. Every click is one undo step, changed or not; reset is not."""
+    click removes that region. Every click and every reset is one undo step, changed or not."""
 
-    undo_rules = SessionUndoRules(unchanged_prompts=True, reset=False)
+    method = "region-grow"
+    capabilities = frozenset({"points"})
 
     def __init__(self, tolerance: float = 25.0, radius_mm: float = 30.0):
         self.tolerance = tolerance
         self.radius_mm = radius_mm
-        self.prompts: list[PointPrompt] = []
-        self._undone: list[PointPrompt] = []
-        self._changed: list[bool] = []
-        self._redo_changed: list[bool] = []
+        self._prompts = _Clicks()
 
-    def open_volume(self, volume: Volume) -> None:
-        self.volume = volume
+    def open_volume(self, volume: Volume, target_buffer=None) -> None:
+        self._volume = volume
+        self.set_target_buffer(np.zeros(volume.shape_kji, np.uint8) if target_buffer is None else target_buffer)
 
     def set_target_buffer(self, buffer: np.ndarray) -> None:
         self.buffer = buffer
-        self.history = MaskHistory(buffer)
+        self._history = MaskHistory(buffer)
+        self._prompts = _Clicks()
 
-    def add_point(self, ras, positive: bool = True) -> Box | None:
-        prompt = point_prompt(self.volume, ras, "ras", positive)
+    def _no_prompts(self):
+        return _Clicks()
+
+    @property
+    def prompts(self) -> tuple:
+        return self._prompts.prompts
+
+    def add_points(self, positives=(), negatives=(), *, space="ras", view_normal=None) -> Box | None:
+        clicks = [point_prompt(self.volume, ras, space, True) for ras in positives] + \
+            [point_prompt(self.volume, ras, space, False) for ras in negatives]
+        self._history.begin("click", self._prompts)
+        for prompt in clicks:
+            self._grow(prompt)
+        self._prompts = _Clicks(self._prompts.prompts + tuple(clicks))
+        return self._history.end(self._prompts)
+
+    def _grow(self, prompt: PointPrompt) -> None:
+        volume = self.volume
         centre = np.array(prompt.voxel_kji)
-        reach = np.ceil(self.radius_mm / self.volume.spacing[::-1]).astype(int)
-        box = Box(centre - reach, centre + reach + 1).clip_to(self.volume.shape_kji)
+        ras = volume.ijk_to_ras_points(np.array(centre[::-1], float))
+        reach = np.ceil(self.radius_mm / volume.spacing[::-1]).astype(int)
+        box = Box(centre - reach, centre + reach + 1).clip_to(volume.shape_kji)
         k, j, i = np.indices(box.shape)
         ijk = np.stack([i + box.start[2], j + box.start[1], k + box.start[0]], -1).reshape(-1, 3).astype(float)
-        near = (np.linalg.norm(self.volume.ijk_to_ras_points(ijk) - np.asarray(ras), axis=1)
-                <= self.radius_mm).reshape(box.shape)
-        values = self.volume.array[box.slices].astype(float)
-        similar = near & (np.abs(values - self.volume.array[tuple(centre)]) <= self.tolerance)
+        near = (np.linalg.norm(volume.ijk_to_ras_points(ijk) - ras, axis=1) <= self.radius_mm).reshape(box.shape)
+        values = volume.array[box.slices].astype(float)
+        similar = near & (np.abs(values - volume.array[tuple(centre)]) <= self.tolerance)
         regions, _ = ndimage.label(similar)
         region = regions == regions[tuple(centre - np.array(box.start))]
         current = self.buffer[box.slices].astype(bool)
         new = (current | region) if prompt.positive else (current & ~region)
-        changed = self.history.commit(new.astype(np.uint8), box, "click")
-        self.prompts.append(prompt)
-        self._changed.append(changed is not None)
-        self._undone.clear()
-        self._redo_changed.clear()
-        return changed
-
-    def undo(self) -> Box | None:
-        if not self.prompts:
-            return None
-        self._undone.append(self.prompts.pop())
-        changed = self._changed.pop()
-        self._redo_changed.append(changed)
-        return self.history.undo() if changed else None
-
-    def redo(self) -> Box | None:
-        if not self._undone:
-            return None
-        self.prompts.append(self._undone.pop())
-        changed = self._redo_changed.pop()
-        self._changed.append(changed)
-        return self.history.redo() if changed else None
-
-    def reset(self) -> Box | None:
-        self.buffer[:] = 0
-        self.history.clear()
-        self.prompts.clear()
-        self._changed.clear()
-        self._undone.clear()
-        self._redo_changed.clear()
-        return Box.full(self.buffer.shape)
-
-    @property
-    def result(self) -> np.ndarray:
-        return self.buffer
+        self._history.commit(new.astype(np.uint8), box)
 
 
 def tiny_random_adapter_session():
@@ -131,14 +118,11 @@ def demo_adapter_session():
     return method.open_session(method.load_model(WeightsChoice(weights="demo"), "cpu"))
 
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # VolumetricSAMLib, as Slicer installs it
-from VolumetricSAMLib.models import ADAPTER_UNDO_RULES as ADAPTER_RULES  # noqa: E402  (what the module uses)
-
-# name: (session factory, undo rules, whether its masks are meant to find the lesion)
+# name: (session factory, whether its masks are meant to find the lesion)
 SESSIONS = {
-    "region-grow": (RegionGrowSession, RegionGrowSession.undo_rules, True),
-    "tiny-random-adapter": (tiny_random_adapter_session, ADAPTER_RULES, False),
-    "demo-adapter": (demo_adapter_session, ADAPTER_RULES, True),
+    "region-grow": (RegionGrowSession, True),
+    "tiny-random-adapter": (tiny_random_adapter_session, False),
+    "demo-adapter": (demo_adapter_session, True),
 }
 
 
@@ -171,10 +155,10 @@ def transformed_phantom_node(scene, image):
     return node, matrix
 
 
-def start(scene, volume_node, session, undo_rules=RegionGrowSession.undo_rules):
+def start(scene, volume_node, session):
     volume = volume_from_node(volume_node)
     session.open_volume(volume)
-    interaction = SegmentInteraction(session, volume, undo_rules)
+    interaction = SegmentInteraction(session, volume)
     segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "segmentation")
     interaction.set_segment(segmentation, ensure_segment(segmentation, None, "Lesion"))
     return volume, interaction, segmentation
@@ -188,48 +172,16 @@ def click(interaction, volume, markups, ras, positive=True):
     return interaction.run_step(lambda session: session.add_point(placed, positive), "click", tag=index)
 
 
-def paint(segmentation, segment_id, volume: Volume, mask: np.ndarray) -> None:
-    """Paint as Segment Editor does: merge a modifier labelmap into the segment through Slicer."""
-    modifier = slicer.vtkOrientedImageData()
-    modifier.SetExtent(0, volume.shape_ijk[0] - 1, 0, volume.shape_ijk[1] - 1, 0, volume.shape_ijk[2] - 1)
-    modifier.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
-    modifier.SetImageToWorldMatrix(vtk_from_matrix(volume.ijk_to_ras))
-    from vtk.util import numpy_support
-    numpy_support.vtk_to_numpy(modifier.GetPointData().GetScalars())[:] = mask.astype(np.uint8).ravel()
-    assert slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
-        modifier, segmentation, segment_id, slicer.vtkSlicerSegmentationsModuleLogic.MODE_MERGE_MAX)
-
-
-def raw_labelmap(segmentation, segment_id):
-    """The segment's labelmap exactly: extent, geometry and every raw value."""
-    image = segmentation.GetBinaryLabelmapInternalRepresentation(segment_id)
-    matrix = vtk.vtkMatrix4x4()
-    image.GetImageToWorldMatrix(matrix)
-    return image.GetExtent(), str([matrix.GetElement(r, c) for r in range(4) for c in range(4)]), \
-        slicer.util.arrayFromSegmentInternalBinaryLabelmap(segmentation, segment_id).copy()
-
-
-def same_segment_contents(a, b) -> bool:
-    """Equal voxel for voxel on the grid (the labelmap's extent may have grown in between)."""
-    return a[1] == b[1] and _voxels(a) == _voxels(b)
-
-
-def _voxels(raw):
-    extent, _, values = raw
-    k, j, i = np.nonzero(values)
-    return sorted(zip(i + extent[0], j + extent[2], k + extent[4], values[k, j, i]))
-
-
 def click_the_lesion(scene, phantom, session_kind):
     """The must-show scenario: an oblique, flipped, anisotropic phantom under a linear transform,
     a positive markups point placed on the lesion in world RAS, one run through the MRML layer."""
-    make_session, undo_rules, _ = SESSIONS[session_kind]
+    make_session, _ = SESSIONS[session_kind]
     session = make_session()
     image, _, info = phantom
     assert np.linalg.det(image.ijk_to_ras[:3, :3]) < 0 and len(set(np.round(image.spacing, 3))) == 3
     assert not np.allclose(np.abs(image.direction_ras), np.eye(3), atol=0.1)  # oblique
     volume_node, to_world = transformed_phantom_node(scene, image)
-    volume, interaction, segmentation = start(scene, volume_node, session, undo_rules)
+    volume, interaction, segmentation = start(scene, volume_node, session)
     lesion_world = (to_world @ np.append(info.lesions[0].center_ras, 1.0))[:3]
     positive = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "positive")
     box = click(interaction, volume, positive, lesion_world)
@@ -245,7 +197,7 @@ def test_the_session_mask_lands_in_the_segment_where_it_is_in_the_world(scene, p
                        volume.ijk_to_ras_points(np.stack([i, j, k], 1).astype(float)))
 
 
-@pytest.mark.parametrize("session_kind", [kind for kind, (_, _, finds) in SESSIONS.items() if finds])
+@pytest.mark.parametrize("session_kind", [kind for kind, (_, finds) in SESSIONS.items() if finds])
 def test_the_segment_is_around_the_clicked_lesion_in_ras(scene, phantom, session_kind):
     _, volume, interaction, segmentation, _, lesion_world = click_the_lesion(scene, phantom, session_kind)
     _, labels, info = phantom
@@ -263,10 +215,10 @@ def test_the_segment_is_around_the_clicked_lesion_in_ras(scene, phantom, session
 
 @pytest.mark.parametrize("session_kind", ["region-grow", "tiny-random-adapter"])
 def test_undo_after_three_clicks_restores_the_painted_segment_exactly(scene, phantom, session_kind):
-    make_session, undo_rules, _ = SESSIONS[session_kind]
+    make_session, _ = SESSIONS[session_kind]
     image, _, info = phantom
     volume_node, to_world = transformed_phantom_node(scene, image)
-    volume, interaction, segmentation = start(scene, volume_node, make_session(), undo_rules)
+    volume, interaction, segmentation = start(scene, volume_node, make_session())
     segment_id = interaction.segment_id
     markups = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode")
     # The user painted two strokes before clicking, one of them across the lesion.
@@ -356,7 +308,7 @@ def test_reset_clears_the_segment_and_undo_brings_it_back(scene, phantom):
     assert not interaction.current_mask().any() and not session.prompts
     interaction.undo()
     assert same_segment_contents(raw_labelmap(segmentation, interaction.segment_id), clicked)
-    assert not session.prompts  # the session's prompts stay forgotten
+    assert len(session.prompts) == 1  # reset is a step of the session too: its click comes back
 
 
 def test_a_failing_prompt_leaves_segment_and_buffer_consistent(scene, phantom):
@@ -405,8 +357,11 @@ def test_propagation_within_a_slice_range_and_undo_back_to_the_painting(scene):
     from volsam.models.sam2_3dmed.config import tiny_test_config
     from volsam.models.sam2_3dmed.slicing import SlicePlane
     from volsam.models.sam2_3dmed.tracker import TrackerConfig
-    from volsam.sessions.propagation_session import PropagationSession, PropagationSessionConfig
-    from VolumetricSAMLib.models import PROPAGATION_UNDO_RULES, range_boundary_slices
+    from volsam.mrml.controller import range_boundary_slices
+    from volsam.sessions.propagation_session import (
+        PropagationSession,
+        PropagationSessionConfig,
+    )
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -420,7 +375,7 @@ def test_propagation_within_a_slice_range_and_undo_back_to_the_painting(scene):
         session = PropagationSession(model, PropagationSessionConfig(tracker=TrackerConfig(keep_connected=False)))
         volume = volume_from_node(volume_node)
         session.open_volume(volume)
-        interaction = SegmentInteraction(session, volume, PROPAGATION_UNDO_RULES)
+        interaction = SegmentInteraction(session, volume)
         segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
         interaction.set_segment(segmentation, ensure_segment(segmentation))
         segment_id = interaction.segment_id

@@ -4,8 +4,9 @@ No Slicer application and no Qt exist here, and nothing fakes them: the module f
 ``.ui`` files are read as text. Checked: every file compiles; every widget the code looks up
 exists in the ``.ui``; every parameter-node field has exactly one bound widget of a type that
 can hold it; the torch-based packages are imported lazily; the four module classes and the
-self-test exist. The qt-free parts of VolumetricSAMLib (dependency plan, model thread, model
-choices) are run for real.
+self-test exist; the version check runs before anything else; no key Slicer binds is a
+shortcut. The qt-free parts (dependency plan, model thread, model choices, version check) are run
+for real.
 """
 
 from __future__ import annotations
@@ -198,7 +199,8 @@ def test_qt_free_shared_code_imports_without_qt_or_torch():
     import subprocess
 
     code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); import VolumetricSAMLib.dependencies, "
-            "VolumetricSAMLib.worker, VolumetricSAMLib.models, volsam.mrml; bad = [m for m in ('qt', 'torch', "
+            "VolumetricSAMLib.compatibility, volsam.mrml.controller, volsam.mrml.choices, volsam.mrml.shortcuts; "
+            "bad = [m for m in ('qt', 'torch', "
             "'sam2', 'segment_anything') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -206,7 +208,8 @@ def test_qt_free_shared_code_imports_without_qt_or_torch():
 
 # --- the qt-free helpers, run -----------------------------------------------------------------
 sys.path.insert(0, str(ROOT))
-from VolumetricSAMLib import dependencies, models, worker  # noqa: E402
+from volsam.mrml import choices, shortcuts, worker  # noqa: E402
+from VolumetricSAMLib import compatibility, dependencies  # noqa: E402
 
 
 def test_dependency_lists_use_minimum_versions_and_never_slicer_packages():
@@ -216,7 +219,6 @@ def test_dependency_lists_use_minimum_versions_and_never_slicer_packages():
             assert package.name.lower() not in dependencies.SHIPPED_WITH_SLICER
     names = {p.name for p in dependencies.MODULE_PACKAGES["SAM2Volume"]}
     assert {"sam2", "hydra-core", "iopath", "pillow", "tqdm"} <= names
-    assert "segment-anything" in {p.name for p in dependencies.MODULE_PACKAGES["SAMAdapt3D"]}
     sam2 = dependencies.SAM2
     assert set(sam2.pip_options) == {"--no-build-isolation", "--no-deps"}
     assert sam2.environment == {"SAM2_BUILD_CUDA": "0"}
@@ -224,9 +226,17 @@ def test_dependency_lists_use_minimum_versions_and_never_slicer_packages():
     assert dependencies.MODULE_PACKAGES["SAM2Volume"][-1] is sam2
 
 
+def test_no_package_is_installed_that_nothing_imports():
+    """``segment-anything`` was installed for SAMAdapt3D, but nothing imports ``segment_anything``."""
+    installed = {p.name for packages in dependencies.MODULE_PACKAGES.values() for p in packages}
+    assert "segment-anything" not in installed
+    sources = [path for path in (ROOT / "volsam").rglob("*.py")] + python_files()
+    texts = [path.read_text(encoding="utf-8") for path in sources]
+    assert not any("import segment_anything" in text or "from segment_anything" in text for text in texts)
+
+
 def test_install_plan_lists_only_what_is_missing(monkeypatch):
-    versions = {"torch": "2.5.1+cu121", "torchvision": "0.20.1", "safetensors": "0.4.5", "scipy": "1.9.0",
-                "segment-anything": "1.0"}
+    versions = {"torch": "2.5.1+cu121", "torchvision": "0.20.1", "safetensors": "0.4.5", "scipy": "1.9.0"}
     monkeypatch.setattr(dependencies, "installed_version", versions.get)
     plan = dependencies.install_plan("SAMAdapt3D")
     assert not plan.torch and [p.name for p in plan.packages] == ["scipy"]  # 1.9 < 1.10
@@ -247,13 +257,61 @@ def test_versions_compare_by_release_number():
     assert dependencies._version_key("0.9.10") < dependencies._version_key("0.10")
 
 
-def test_all_model_work_runs_on_one_persistent_thread():
+# --- defect 2: the Slicer version --------------------------------------------------------------
+def test_slicer_older_than_5_10_is_refused_with_one_clear_line():
+    assert compatibility.unsupported_reason((5, 10), (3, 12)) is None
+    assert compatibility.unsupported_reason((5, 11), (3, 12, 10)) is None
+    reason = compatibility.unsupported_reason((5, 8), (3, 9, 10))
+    assert reason.startswith("VolumetricSAM needs 3D Slicer 5.10 or later (with Python 3.10 or newer); "
+                             "this is Slicer 5.8 with Python 3.9")
+    assert compatibility.unsupported_reason((5, 10), (3, 9)) is not None
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_the_version_check_runs_before_the_module_imports_anything_else(module):
+    """On Slicer 5.8 (Python 3.9) the engine cannot even be imported: the check must come first,
+    in code that Python 3.9 parses."""
+    tree = ast.parse((ROOT / module / f"{module}.py").read_text(), feature_version=(3, 9))
+    statements = [node for node in tree.body if not isinstance(node, ast.Expr) or not isinstance(
+        node.value, ast.Constant)]
+    first, call = statements[0], statements[1]
+    assert ast.unparse(first) == "from VolumetricSAMLib.compatibility import require_supported_slicer"
+    assert ast.unparse(call) == f"require_supported_slicer({module!r})"
+    for path in (SHARED / "compatibility.py", SHARED / "__init__.py"):
+        ast.parse(path.read_text(), feature_version=(3, 7))
+
+
+def test_the_engine_parses_on_the_python_it_requires():
+    """pyproject says Python >= 3.10 (Slicer 5.10 ships 3.12): nothing newer may be used."""
+    for path in (ROOT / "volsam").rglob("*.py"):
+        ast.parse(path.read_text(encoding="utf-8"), filename=str(path), feature_version=(3, 10))
+
+
+# --- defect 4: keys ---------------------------------------------------------------------------
+def test_no_shortcut_is_a_key_slicer_binds_in_its_views():
+    ours = {keys for keys, _, _ in shortcuts.SHORTCUTS}
+    clashes = {keys for keys in ours if keys in shortcuts.SLICER_VIEW_KEYS or keys.lower() in shortcuts.SLICER_VIEW_KEYS}
+    assert clashes == shortcuts.SHARED_WITH_SEGMENT_EDITOR  # undo and redo, as Segment Editor binds them
+    assert "R" not in ours and "r" in shortcuts.SLICER_VIEW_KEYS
+    widget = ast.parse((SHARED / "widget.py").read_text())
+    methods = {node.name for node in ast.walk(widget) if isinstance(node, ast.FunctionDef)}
+    assert {action for _, _, action in shortcuts.SHORTCUTS} <= methods
+
+
+# --- defect 7: the self-tests ------------------------------------------------------------------
+@pytest.mark.parametrize("module", MODULES)
+def test_self_tests_never_skip(module):
+    """``skipTest`` inside ``runTest`` shows as an error under "Reload and Test"."""
+    assert "skipTest" not in (ROOT / module / f"{module}.py").read_text()
+
+
+def test_all_model_work_runs_on_one_persistent_daemon_thread():
     import threading
 
     model_thread = worker.ModelWorker("test-model")
     try:
         idents = {model_thread.submit(threading.get_ident).result(timeout=10) for _ in range(5)}
-        assert len(idents) == 1 and threading.get_ident() not in idents
+        assert len(idents) == 1 and threading.get_ident() not in idents and model_thread.thread.daemon
         failing = model_thread.submit(lambda: 1 / 0)
         with pytest.raises(ZeroDivisionError):
             failing.result(timeout=10)
@@ -283,47 +341,51 @@ def test_job_progress_is_shared_safely_and_cancellable():
     assert progress.cancel.is_set()
 
 
-def test_device_choices_resolve_or_say_what_is_missing():
-    assert models.is_cpu(models.resolve_device("CPU"))
+def test_device_choices_name_devices_or_say_what_is_missing():
+    from volsam.devices import resolve_device
+
+    assert [choices.device_name(c) for c in choices.DEVICE_CHOICES] == ["auto", "cuda", "mps", "cpu"]
     with pytest.raises(ValueError, match="unknown device 'TPU'"):
-        models.resolve_device("TPU")
+        choices.device_name("TPU")
     import torch
 
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
-            models.resolve_device("CUDA")
+            resolve_device(choices.device_name("CUDA"))
 
 
-def test_own_adapter_checkpoint_builds_a_session_and_a_partial_one_asks_for_sam(tmp_path, monkeypatch):
-    import numpy as np
-
-    from volsam.geometry import Volume
+def test_own_adapter_checkpoint_loads_and_a_partial_one_asks_for_sam(tmp_path, monkeypatch):
+    from volsam.methods import get_method
     from volsam.models.sam3d_adapter import build_sam3d_adapter
     from volsam.models.sam3d_adapter.checkpoints import save_checkpoint
+    from volsam.weights.download import WeightsNeeded
 
     monkeypatch.setenv("VOLSAM_CACHE_DIR", str(tmp_path / "cache"))
+    method = get_method("sam3d-adapter")
     model = build_sam3d_adapter("tiny").eval()
     whole = save_checkpoint(model, tmp_path / "tiny.safetensors")
-    choice = models.ModelChoice("sam3d-adapter", models.ADAPTER_OWN, str(whole), "kits", device="CPU")
-    loaded = models.build_session(choice)
-    assert loaded.undo_rules == models.ADAPTER_UNDO_RULES and models.is_cpu(loaded.device)
-    models.open_volume(loaded, Volume(np.zeros((20, 24, 28), np.int16), np.eye(4)))
-    assert loaded.session.preset.name == "kits"
+    loaded = method.load_model(choices.adapter_weights(choices.ADAPTER_OWN, whole), "cpu")
+    assert loaded.source == "tiny.safetensors"
 
     partial = save_checkpoint(model, tmp_path / "partial.safetensors", include_sam=False)
-    with pytest.raises(models.WeightsNeeded) as needed:
-        models.build_session(models.ModelChoice("sam3d-adapter", models.ADAPTER_OWN, str(partial), device="CPU"))
+    with pytest.raises(WeightsNeeded) as needed:
+        method.load_model(choices.adapter_weights(choices.ADAPTER_OWN, partial), "cpu")
     assert needed.value.entry.key == "sam-vit-b" and "frozen image encoder" in needed.value.reason
 
 
 def test_missing_files_and_stock_sam2_are_explained(tmp_path, monkeypatch):
+    from volsam.methods import get_method
+    from volsam.weights.download import WeightsNeeded
+
     monkeypatch.setenv("VOLSAM_CACHE_DIR", str(tmp_path / "cache"))
     with pytest.raises(ValueError, match="choose the 3DSAM-adapter checkpoint file first"):
-        models.build_session(models.ModelChoice("sam3d-adapter", models.ADAPTER_RELEASED, "", device="CPU"))
+        choices.adapter_weights(choices.ADAPTER_RELEASED, "")
     with pytest.raises(ValueError, match="file not found"):
-        models.build_session(models.ModelChoice("sam3d-adapter", models.ADAPTER_OWN, str(tmp_path / "x.pt"),
-                                                device="CPU"))
+        choices.adapter_weights(choices.ADAPTER_OWN, tmp_path / "x.pt")
+    assert choices.slice_direction(choices.FOLLOW_VIEW) == ("axial", True)
+    assert choices.slice_direction("Coronal") == ("coronal", False)
     pytest.importorskip("sam2", reason="the sam2 package is needed to build SAM2-3dMed")
-    with pytest.raises(models.WeightsNeeded) as needed:
-        models.build_session(models.ModelChoice("sam2-3dmed", models.SAM2_STOCK, sam2_size="small", device="CPU"))
+    with pytest.raises(WeightsNeeded) as needed:
+        get_method("sam2-3dmed").load_model(choices.sam2_weights(choices.SAM2_STOCK, size="small"), "cpu")
     assert needed.value.entry.filename == "sam2.1_hiera_small.pt" and needed.value.entry.sha256 is None
+    assert choices.sam2_entry("small") is needed.value.entry

@@ -1,12 +1,10 @@
-"""Code shared by the SAMAdapt3D and SAM2Volume Slicer modules, installed next to them.
+"""What the SAMAdapt3D and SAM2Volume Slicer modules share and what needs the Slicer application,
+installed next to them. Everything qt-free is in the engine (``volsam.mrml``: the interaction
+controller, the model thread, the model choices, the shortcuts), where the test suite runs it.
 
+* :mod:`.compatibility`: the oldest Slicer the modules run on, checked when a module loads;
 * :mod:`.dependencies`: which Python packages are needed and their one-time installation
-  (on the first Apply, behind one confirmation; never at import);
-* :mod:`.worker`: the one persistent model thread and the "progress dialog only after 2 s" rule;
-* :mod:`.models`: the model and weights choices and building a session from them (qt-free);
-* :mod:`.logic`: the GUI-free logic base class both modules' logic classes derive from;
-* :mod:`.widget`: the Qt widget base class both modules' widgets derive from.
-
-Only :mod:`.widget` and :mod:`.logic` need the Slicer application; the rest is plain Python
-and is exercised by the test suite. MRML handling lives in :mod:`volsam.mrml`.
+  (on the first Initialize, behind one confirmation; never at import);
+* :mod:`.logic`: the scripted-module logic base class, around the interaction controller;
+* :mod:`.widget`: the Qt widget base class, which only wires the UI to the controller.
 """

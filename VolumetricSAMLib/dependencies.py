@@ -52,14 +52,15 @@ class PythonPackage:
 
 SAFETENSORS = PythonPackage("safetensors", "0.4")
 SCIPY = PythonPackage("scipy", "1.10")
-SEGMENT_ANYTHING = PythonPackage("segment-anything", "1.0")
 SAM2 = PythonPackage("sam2", "1.1", ("--no-build-isolation", "--no-deps"), {"SAM2_BUILD_CUDA": "0"})
 SAM2_OWN_DEPENDENCIES = (PythonPackage("hydra-core", "1.3.2"), PythonPackage("iopath", "0.1.10"),
                          PythonPackage("pillow", "9.4"), PythonPackage("tqdm", "4.66"))
 
-#: What each module needs besides PyTorch (which the PyTorch extension installs).
+#: What each module needs besides PyTorch (which the PyTorch extension installs). SAMAdapt3D
+#: builds SAM's image encoder itself (volsam.models.sam3d_adapter), so ``segment-anything``,
+#: which nothing imports, is not installed.
 MODULE_PACKAGES: dict[str, tuple[PythonPackage, ...]] = {
-    "SAMAdapt3D": (SAFETENSORS, SCIPY, SEGMENT_ANYTHING),
+    "SAMAdapt3D": (SAFETENSORS, SCIPY),
     "SAM2Volume": (SAFETENSORS, SCIPY, *SAM2_OWN_DEPENDENCIES, SAM2),
 }
 
@@ -127,10 +128,6 @@ def install_plan(module: str) -> InstallPlan:
     if module not in MODULE_PACKAGES:
         raise ValueError(f"unknown module {module!r}; expected one of {', '.join(MODULE_PACKAGES)}")
     return InstallPlan(module, torch_missing(), tuple(missing_packages(MODULE_PACKAGES[module])))
-
-
-class InstallCancelled(RuntimeError):
-    """The user declined the installation."""
 
 
 def ensure_installed(module: str) -> bool:

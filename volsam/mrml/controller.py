@@ -40,7 +40,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -59,15 +59,18 @@ from .nodes import (
     slice_normal_ras,
     slice_views_containing,
     volume_from_node,
-    vtk_from_matrix,
+)
+from .prompt_markups import (
+    POINT_ROLES,
+    PromptMarkups,
+    read_prompt_markups,
+    roi_geometry,
+    write_prompt_markups,
 )
 from .segments import ensure_segment, set_reference_geometry
 from .worker import JobProgress, ModelWorker, wait_for
 
 logger = logging.getLogger(__name__)
-
-POINT_ROLES = ("positive", "negative")
-
 
 @dataclass(frozen=True)
 class ControllerState:
@@ -76,7 +79,8 @@ class ControllerState:
     after a success); ``progress``: (done, total) of the running job, None when it has none;
     ``placing``: the prompt role being placed; ``weights_needed``: a
     :class:`~volsam.weights.download.WeightsNeeded` to ask the user about (then
-    :meth:`InteractionController.download_weights`)."""
+    :meth:`InteractionController.download_weights`); ``running``: the label of the running job
+    (e.g. "Propagation"), None when none runs."""
 
     ready: bool = False
     busy: bool = False
@@ -94,22 +98,11 @@ class ControllerState:
     pending_prompts: int = 0
     weights_needed: Any = None
     description: str = ""
+    running: str | None = None
 
 
 CPU_WARNING = ("Running on the CPU: every click takes seconds (a propagation minutes). "
                "A CUDA GPU or Apple MPS is much faster.")
-
-
-@dataclass(frozen=True)
-class PromptMarkups:
-    """The prompt markups as one undo state: control point positions per point role (node
-    coordinates) and the box as a whole (the ROI's object-to-node matrix and size), or None."""
-
-    points: tuple[tuple[str, tuple[tuple[float, float, float], ...]], ...] = ()
-    box: tuple[tuple[float, ...], tuple[float, float, float]] | None = None
-
-    def positions(self, role: str) -> tuple:
-        return dict(self.points).get(role, ())
 
 
 @dataclass
@@ -146,7 +139,6 @@ class _Initialize:
     weights: Any
     settings: Any
     device: str
-    attempts: list = field(default_factory=list)
 
 
 class InteractionController:
@@ -171,6 +163,7 @@ class InteractionController:
         self._polling = False
         self._listeners: list[Callable[[ControllerState], None]] = []
         self._state = ControllerState()
+        self._slices: tuple[tuple[int, ...], tuple[int, ...]] = ((), ())
         self._message = self._state.message
         self._error: str | None = None
         self._weights_needed = None
@@ -183,11 +176,12 @@ class InteractionController:
         self._pending_points: list[tuple[str, str]] = []  # (role, control point id)
         self._committed = PromptMarkups()
         self._restoring = False
+        self._prompt_nodes: dict[str, Any] = {}  # role -> markups node, observed
         self._prompt_observations: list[tuple[Any, int]] = []
         self._node_observations: list[tuple[Any, int]] = []
         self._scene_observations = [
             scene.AddObserver(scene.StartCloseEvent, self._on_scene_closing),
-            scene.AddObserver(scene.NodeAboutToBeRemovedEvent, self._on_node_removed),
+            scene.AddObserver(scene.NodeRemovedEvent, self._on_node_removed),
         ]
         self._interaction_node = scene.GetNodeByID("vtkMRMLInteractionNodeSingleton")
         self._selection_node = scene.GetNodeByID("vtkMRMLSelectionNodeSingleton")
@@ -228,8 +222,8 @@ class InteractionController:
 
     def _publish(self) -> None:
         interaction = self._interaction
-        session = self.session if interaction is not None else None
-        propagates = session is not None and self.method.propagates
+        if self._job is None:
+            self._read_slices()
         progress = None
         if self._job is not None and self._job.progress is not None:
             _, done, total = self._job.progress.snapshot()
@@ -241,18 +235,30 @@ class InteractionController:
             message=self._message, error=self._error, progress=progress,
             can_undo=interaction is not None and interaction.can_undo,
             can_redo=interaction is not None and interaction.can_redo,
-            confirmed_slices=tuple(session.confirmed_slices) if propagates else (),
-            pending_slices=tuple(session.pending_slices) if propagates else (),
+            confirmed_slices=self._slices[0], pending_slices=self._slices[1],
             segment_id=interaction.segment_id if interaction is not None else None,
             device=None if device is None else str(device),
             cpu_warning=device is not None and getattr(device, "type", str(device)) == "cpu",
             placing=self._placing_role(), pending_prompts=len(self._pending_points) + (self._box_pending() is not None),
             weights_needed=self._weights_needed,
-            description="" if self._opened is None else self._opened.loaded.description)
+            description="" if self._opened is None else self._opened.loaded.description,
+            running=None if self._job is None else self._job.label)
         if state != self._state:
             self._state = state
             for listener in list(self._listeners):
-                listener(state)
+                try:
+                    listener(state)
+                except Exception:  # a front end's bug must not break the controller's bookkeeping
+                    logger.exception(f"{self.method.module_name}: a state listener failed")
+
+    def _read_slices(self) -> None:
+        """Take the session's confirmed and pending slices. Only between jobs: the worker changes
+        them during one."""
+        session = self.session if self._interaction is not None else None
+        if session is None or not self.method.propagates:
+            self._slices = ((), ())
+        else:
+            self._slices = (tuple(session.confirmed_slices), tuple(session.pending_slices))
 
     def _say(self, message: str, error: str | None = None) -> None:
         self._message = message
@@ -304,6 +310,7 @@ class InteractionController:
                 return False
             self._job = None
             self._finish(job)
+            self._read_slices()
             self._pump()
             return True
         finally:
@@ -404,7 +411,7 @@ class InteractionController:
             from ..devices import resolve_device
 
             loaded = reuse or method.load_model(request.weights, resolve_device(request.device))
-            session = method.open_session(loaded, settings)
+            session = method.open_session(loaded, method.checkpoint_settings(request.weights, settings))
             session.open_volume(volume)
             return _Opened(loaded, session, volume, key)
 
@@ -447,6 +454,18 @@ class InteractionController:
         self._weights_needed = None
         self._request(lambda: self._start_download(needed.entry))
 
+    def decline_weights(self) -> None:
+        """The user declined the download :attr:`ControllerState.weights_needed` asked about."""
+        needed, self._weights_needed = self._weights_needed, None
+        if needed is not None:
+            self._say(f"{needed.entry.filename} was not downloaded; choose another model.")
+        self._publish()
+
+    def report(self, message: str) -> None:
+        """Show a front end's own one-line message in the state (e.g. setup cancelled)."""
+        self._say(message)
+        self._publish()
+
     def _start_download(self, entry) -> _Job:
         from ..weights.download import download
 
@@ -477,16 +496,16 @@ class InteractionController:
         "box" for methods that take boxes); created on first use, observed from then on."""
         if role == "box" and "box" not in self.method.capabilities:
             raise ValueError(f"{self.method.title} takes points, not boxes")
+        node = self._prompt_nodes.get(role)
+        if node is not None and node.GetScene() is self.scene:
+            return node
         node = prompt_markups_node(self.scene, self.method.module_name, role)
-        if not any(observed is node for observed, _ in self._prompt_observations):
-            if role == "box":
-                events = (node.PointEndInteractionEvent,)
-                handler = self._on_box_interaction_end
-            else:
-                events = (node.PointPositionDefinedEvent,)
-                handler = self._on_point_defined
-            for event in events:
-                self._prompt_observations.append((node, node.AddObserver(event, handler)))
+        self._prompt_nodes[role] = node
+        if role == "box":  # a drawn ROI runs when its placement ends (see _on_interaction_mode)
+            event, handler = node.PointEndInteractionEvent, self._on_box_interaction_end
+        else:
+            event, handler = node.PointPositionDefinedEvent, self._on_point_defined
+        self._prompt_observations.append((node, node.AddObserver(event, handler)))
         return node
 
     @property
@@ -519,10 +538,15 @@ class InteractionController:
         if node is None or self._selection_node is None or node.GetCurrentInteractionMode() != node.Place:
             return None
         active = self._selection_node.GetActivePlaceNodeID()
-        for observed, _ in self._prompt_observations:
+        for role, observed in self._prompt_nodes.items():
             if observed.GetID() == active:
-                return observed.GetAttribute("VolumetricSAM.PromptRole").partition(".")[2]
+                return role
         return None
+
+    def _observed(self, role: str):
+        """The prompt node of ``role`` if it exists and is observed, else None (no node is made)."""
+        node = self._prompt_nodes.get(role)
+        return node if node is not None and node.GetScene() is self.scene else None
 
     def _role_of(self, node) -> str:
         return node.GetAttribute("VolumetricSAM.PromptRole").partition(".")[2]
@@ -533,14 +557,14 @@ class InteractionController:
         index = node.GetNumberOfControlPoints() - 1
         if index < 0:
             return
-        point_id = node.GetNthControlPointID(index)
-        if any(pid == point_id for _, pid in self._pending_points):
+        role, point_id = self._role_of(node), node.GetNthControlPointID(index)
+        if (role, point_id) in self._pending_points:
             return
         if self._interaction is None:
             self._say("Press Initialize first: this point is not used.", "press Initialize first")
             self._publish()
             return
-        self._pending_points.append((self._role_of(node), point_id))
+        self._pending_points.append((role, point_id))
         self._prompt_placed()
 
     def _on_box_interaction_end(self, node, event) -> None:
@@ -560,58 +584,30 @@ class InteractionController:
             self._publish()
 
     def _box_node(self):
-        if "box" not in self.method.capabilities:
-            return None
-        return prompt_markups_node(self.scene, self.method.module_name, "box") if any(
-            self._role_of(node) == "box" for node, _ in self._prompt_observations) else None
+        return self._observed("box")
 
     def _box_pending(self):
         """The ROI's geometry if it holds a drawn box that is not part of the history yet."""
         node = self._box_node()
         if node is None or self._interaction is None:
             return None
-        geometry = _roi_geometry(node)
+        geometry = roi_geometry(node)
         if geometry is None or sum(size > 0 for size in geometry[1]) < 2 or geometry == self._committed.box:
             return None
         return geometry
 
+    def _live_prompt_nodes(self) -> dict:
+        return {role: node for role, node in self._prompt_nodes.items() if node.GetScene() is self.scene}
+
     def _snapshot(self) -> PromptMarkups:
-        points = []
-        for role in POINT_ROLES:
-            node = prompt_markups_node(self.scene, self.method.module_name, role) if any(
-                self._role_of(n) == role for n, _ in self._prompt_observations) else None
-            if node is None:
-                continue
-            defined = node.PositionDefined
-            positions = []
-            for index in range(node.GetNumberOfControlPoints()):
-                if node.GetNthControlPointPositionStatus(index) == defined:
-                    position = [0.0, 0.0, 0.0]
-                    node.GetNthControlPointPosition(index, position)
-                    positions.append(tuple(position))
-            points.append((role, tuple(positions)))
-        box_node = self._box_node()
-        return PromptMarkups(tuple(points), None if box_node is None else _roi_geometry(box_node))
+        return read_prompt_markups(self._live_prompt_nodes())
 
     def _restore_markups(self, markups: PromptMarkups | None) -> None:
-        """Put the prompt markups back as ``markups`` says (placement events are ignored)."""
+        """Put the prompt markups back as ``markups`` says (their placement events are ignored)."""
         markups = markups or PromptMarkups()
         self._restoring = True
         try:
-            for node, _ in list(self._prompt_observations):
-                role = self._role_of(node)
-                if role == "box":
-                    if _roi_geometry(node) != markups.box:
-                        _set_roi_geometry(node, markups.box)
-                    continue
-                wanted = markups.positions(role)
-                if node.GetNumberOfControlPoints() == len(wanted) and all(
-                        np.allclose(node.GetNthControlPointPositionVector(index), position)
-                        for index, position in enumerate(wanted)):
-                    continue
-                node.RemoveAllControlPoints()
-                for position in wanted:
-                    node.AddControlPoint(vtk.vtkVector3d(*position))
+            write_prompt_markups(self._live_prompt_nodes(), markups)
         finally:
             self._restoring = False
         self._committed = markups
@@ -665,8 +661,9 @@ class InteractionController:
         axis = closest_voxel_axis(volume, normal) if normal is not None else self.session.slice_axis
         prompt = box_prompt_from_roi(volume, node, axis)
         corners = volume.ijk_to_ras_points(np.array([prompt.min_ijk, prompt.max_ijk], float))
+        after = replace(self._committed, box=roi_geometry(node))  # the points placed meanwhile come next
         return self._start_step("box", lambda session: session.add_box(corners[0], corners[1], view_normal=normal),
-                                interaction, after=self._snapshot())
+                                interaction, after=after)
 
     def _view_normal(self, position_ras):
         """The normal of the slice view a prompt at ``position_ras`` was placed in (None: keep the
@@ -828,10 +825,10 @@ class InteractionController:
         step = interaction.undo() if which == "undo" else interaction.redo()
         if step is None:
             self._say(f"Nothing to {which}.")
-            return None
+            return
         self._restore_markups(step.state)
         self._say(f"{which.capitalize()}: {step.label}.")
-        return None
+        return
 
     def reset(self) -> None:
         """Clear the prompts and the segment, as one undo step."""
@@ -848,12 +845,8 @@ class InteractionController:
         segment it started on). The history starts over."""
         def run() -> None:
             interaction = self._require_ready()
-            if interaction.target.node is segmentation_node and interaction.segment_id == segment_id:
-                return
-            interaction.set_segment(segmentation_node, segment_id)
-            self._segmentation_node = segmentation_node
-            self._clear_prompt_markups()
-            self._say(f"Working on segment '{interaction.target.name}'.")
+            if interaction.target.node is not segmentation_node or interaction.segment_id != segment_id:
+                self._select_now(segmentation_node, segment_id)
         self._request(run)
 
     def next_segment(self) -> None:
@@ -870,6 +863,7 @@ class InteractionController:
     def _select_now(self, segmentation_node, segment_id) -> None:
         interaction = self._require_ready()
         interaction.set_segment(segmentation_node, segment_id)
+        self._segmentation_node = segmentation_node
         self._clear_prompt_markups()
         self._say(f"Working on segment '{interaction.target.name}'.")
 
@@ -890,7 +884,7 @@ class InteractionController:
             self._volume_state = _volume_state(self._volume_node)
             self._interaction = SegmentInteraction(session, volume)
             self._interaction.set_segment(segmentation, segment_id)
-            self._clear_prompt_markups()
+            self._committed = PromptMarkups()  # the prompts before belong to the old history
             self._say("The volume changed: it was sent to the model again (undo starts over).")
 
         return self._submit("Reopening the changed volume", lambda: session.open_volume(volume), apply)
@@ -913,7 +907,7 @@ class InteractionController:
         self._publish()
 
     def _on_node_removed(self, scene, event) -> None:
-        # NodeAboutToBeRemovedEvent carries no node in Python without calldata; compare instead.
+        # A removed node has no scene any more (the event's node needs calldata; this is simpler).
         for node in (self._volume_node, self._segmentation_node):
             if node is not None and node.GetScene() is None:
                 self._on_scene_closing()
@@ -923,6 +917,7 @@ class InteractionController:
         for node, tag in self._prompt_observations:
             node.RemoveObserver(tag)
         self._prompt_observations = []
+        self._prompt_nodes = {}
         self._pending_points = []
         self._committed = PromptMarkups()
         self._interaction = None
@@ -974,26 +969,6 @@ def _volume_state(volume_node):
     volume_node.GetIJKToRASMatrix(ijk_to_ras)
     return (volume_node.GetID(), image.GetMTime() if image is not None else 0,
             tuple(matrix_from_vtk(ijk_to_ras).ravel()), tuple(node_to_world_matrix(volume_node).ravel()))
-
-
-def _roi_geometry(roi_node):
-    """A ROI as a whole: (object-to-node matrix, size), or None when it holds no placed box."""
-    if roi_node.GetNumberOfControlPoints() == 0 or \
-            roi_node.GetNthControlPointPositionStatus(0) != roi_node.PositionDefined:
-        return None
-    matrix = tuple(float(v) for v in np.round(matrix_from_vtk(roi_node.GetObjectToNodeMatrix()).ravel(), 9))
-    return matrix, tuple(float(v) for v in roi_node.GetSize())
-
-
-def _set_roi_geometry(roi_node, geometry) -> None:
-    roi_node.RemoveAllControlPoints()
-    if geometry is None:
-        return
-    matrix, size = geometry
-    matrix = np.array(matrix).reshape(4, 4)
-    roi_node.AddControlPoint(vtk.vtkVector3d(*matrix[:3, 3]))
-    roi_node.SetSize(*size)
-    roi_node.SetAndObserveObjectToNodeMatrix(vtk_from_matrix(matrix))
 
 
 def range_boundary_slices(num_slices: int, confirmed, first: int, last: int) -> list[int]:

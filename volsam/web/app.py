@@ -21,14 +21,15 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..geometry import Volume
 from .config import AppConfig
 
 log = logging.getLogger(__name__)
 
 #: How often the loop polls the controller for finished work (seconds).
 POLL_INTERVAL_S = 0.05
-#: Colours of new segments (RGB 0..1), in turn.
-SEGMENT_COLOURS = ((0.95, 0.55, 0.1), (0.2, 0.6, 1.0), (0.85, 0.2, 0.8), (0.3, 0.85, 0.35), (1.0, 0.9, 0.2))
+#: Colour of the first segment (RGB 0..1; later segments get Slicer's default colours).
+FIRST_SEGMENT_COLOUR = (0.95, 0.55, 0.1)
 #: Placing-mode names of the panel -> the controller's prompt roles.
 PROMPT_ROLES = ("positive", "negative", "box")
 #: The segment representation the 3D view shows.
@@ -36,6 +37,9 @@ CLOSED_SURFACE = "Closed surface"
 #: Window and level (HU) the demo phantom opens with.
 DEMO_WINDOW_LEVEL = (400.0, 40.0)
 EDIT_TOOLS = ("paint", "erase")
+#: The controller's methods that panel buttons call by name, without arguments.
+CONTROLLER_ACTIONS = frozenset({"run_pending", "undo", "redo", "reset", "next_segment", "propagate",
+                                "propagate_correction", "cancel"})
 
 
 def one_line(error: BaseException) -> str:
@@ -48,7 +52,7 @@ def one_line(error: BaseException) -> str:
 class LoadedImage:
     """The opened image: engine volume (for saving on its grid) and its name."""
 
-    volume: object
+    volume: Volume
     name: str
     is_demo: bool
 
@@ -142,11 +146,10 @@ class VolumetricSamApp:
         # history; a paint stroke is recorded as one step of the controller's history instead.
         self.editor.set_undo_stack(None)
         self.editor.set_active_segmentation(self.segmentation_node, self.volume_node)
-        # The 3D view shows segments as surfaces; made once, Slicer keeps it up to date with
-        # the labelmap (the controller writes into the labelmap in place).
+        # The 3D view shows segments as surfaces (rebuilt after each change: _keep_surfaces).
         self.editor.set_surface_representation_enabled(True)
         self._keep_surfaces()
-        first = self.editor.add_empty_segment(segment_name="Lesion 1", segment_color=list(SEGMENT_COLOURS[0]))
+        first = self.editor.add_empty_segment(segment_name="Lesion 1", segment_color=list(FIRST_SEGMENT_COLOUR))
         self.editor.set_active_segment_id(first)
         self.editor.active_segment_modifier.segmentation_modified.connect(self._on_segmentation_modified)
         from .editing import RECORD_ATTRIBUTE
@@ -184,6 +187,8 @@ class VolumetricSamApp:
 
     # --- page state ----------------------------------------------------------------------------
     def _init_state(self) -> None:
+        from ..devices import DEVICE_CHOICES
+
         state = self.state
         state.trame__title = "VolumetricSAM"
         state.setdefault("layout_id", self.config.layout)
@@ -191,7 +196,7 @@ class VolumetricSamApp:
         state.method = self.config.method
         state.methods = [{"value": name, "title": self._method_title(name)} for name in self.method_names]
         state.device = self.config.device
-        state.devices = ["auto", "cpu", "cuda", "mps"]
+        state.devices = list(DEVICE_CHOICES)
         state.placing = None  # one of PROMPT_ROLES, or None
         state.tool = None  # one of EDIT_TOOLS, or None
         state.auto_run = True
@@ -266,12 +271,8 @@ class VolumetricSamApp:
     def _start_controller(self) -> None:
         def start():
             from ..methods import SessionSettings, WeightsChoice, get_method
+            from ..mrml.controller import InteractionController
 
-            try:
-                from ..mrml.controller import InteractionController
-            except ImportError as error:
-                raise ValueError("the interaction controller (volsam.mrml.controller) is not in this "
-                                 f"installation ({error}); the views work, segmenting does not") from None
             if self.controller is not None:
                 self.controller.close()
                 self.controller = None
@@ -387,10 +388,15 @@ class VolumetricSamApp:
     def toggle_tool(self, tool: str) -> None:
         self._guard(lambda: self._set_tool(None if self.state.tool == tool else tool))
 
-    def controller_action(self, name: str, *args) -> None:
-        """Call the controller's ``name`` (run_pending, undo, redo, reset, next_segment,
-        propagate, confirm_slice, propagate_correction, cancel)."""
-        self._guard(lambda: getattr(self._require_controller(), name)(*args))
+    def controller_action(self, name: str) -> None:
+        """Call the controller's ``name``, one of :data:`CONTROLLER_ACTIONS` (the page sends the
+        name; anything else is refused)."""
+        def act():
+            if name not in CONTROLLER_ACTIONS:
+                raise ValueError(f"unknown action {name!r}; expected one of {', '.join(sorted(CONTROLLER_ACTIONS))}")
+            getattr(self._require_controller(), name)()
+
+        self._guard(act)
 
     def confirm_shown_slice(self) -> None:
         """Confirm the slice that the view across the propagation axis shows."""

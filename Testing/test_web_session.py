@@ -218,6 +218,31 @@ def test_a_paint_stroke_is_one_step_of_the_same_history(running, page, phantom, 
     _press(page, running, "undo")
 
 
+def test_a_click_on_the_surface_in_the_3d_view_places_a_point_on_it(running, page, phantom, first_click):
+    from volsam.metrics import dice
+    from volsam.mrml.nodes import defined_control_points_ras
+    from volsam.web.testing import page_position_in_3d, wait_idle
+
+    page.locator("[data-test=place-positive]").click()
+    running.wait_until(lambda app: app.state.placing == "positive", 60, "placing positive points")
+    x, y = page_position_in_3d(running, page, phantom["centre_ras"])  # the lesion's surface is in front of it
+    page.mouse.move(x, y)
+    page.mouse.click(x, y)
+    points = running.wait_until(lambda app: len(found := defined_control_points_ras(
+        app.controller.prompt_node("positive"))) == 2 and found.tolist(), 120, "the point picked in 3D")
+    wait_idle(running)
+    running.call(lambda app: app.controller.stop_placing())
+    picked = np.array(points[1])
+    image = phantom["image"]
+    voxel = tuple(int(v) for v in np.round(image.ras_to_ijk_points(picked))[::-1])
+    near = first_click["mask"][tuple(slice(max(v - 1, 0), v + 2) for v in voxel)]
+    assert near.any() and not near.all()  # on the segment's boundary: its surface, as shown
+    assert 2.0 < np.linalg.norm(picked - phantom["centre_ras"]) < 30.0
+    assert dice(_mask(running) > 0, phantom["truth"]) >= MIN_DICE  # still the lesion
+    _press(page, running, "undo")
+    np.testing.assert_array_equal(_mask(running), first_click["mask"])
+
+
 def test_sam2_propagation_shows_progress_and_cancel_keeps_the_slices_done(running, page, phantom, first_click):
     from volsam.web.testing import click_at_ras, wait_idle
 

@@ -189,3 +189,19 @@ def wait_idle(running: RunningApp, timeout: float = 300.0) -> None:
     """Wait until the controller has no job running or queued."""
     running.wait_until(lambda app: app.controller is not None and not app.controller.state.busy, timeout,
                        "the controller to finish its jobs")
+
+
+def page_position_in_3d(running: RunningApp, page, world_ras) -> tuple[float, float]:
+    """Where on the page the 3D view shows the RAS point ``world_ras`` (its renderer's
+    world-to-display transform; VTK's bottom-up rows turned into the page's top-down)."""
+    def display_xy(app):
+        view = app.slicer.view_manager.get_threed_views()[0]
+        renderer = view.renderer()
+        renderer.SetWorldPoint(*[float(v) for v in world_ras], 1.0)
+        renderer.WorldToDisplay()
+        x, y, _ = renderer.GetDisplayPoint()
+        return view.get_singleton_tag(), x, y, tuple(view.render_window().GetSize())
+
+    tag, x, y, (width, height) = running.call(display_xy)
+    box = view_area(page, tag).bounding_box()
+    return box["x"] + (x + 0.5) * box["width"] / width, box["y"] + (height - y - 0.5) * box["height"] / height

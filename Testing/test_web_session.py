@@ -178,6 +178,17 @@ def test_a_negative_click_reaches_the_session_and_undo_redo_restore_the_segment_
     _press(page, running, "undo")
     np.testing.assert_array_equal(_mask(running), positive)
 
+    # The same from the keyboard: Ctrl+Y redoes the negative click, Ctrl+Z undoes it, P places.
+    for keys, expected in (("Control+y", 2), ("Control+z", 1)):
+        updates = running.call(lambda app: app.controller_updates)
+        page.keyboard.press(keys)
+        running.wait_until(lambda app: app.controller_updates > updates and not app.controller.state.busy, 120, keys)
+        assert len(running.call(clicks)) == expected, keys
+    page.keyboard.press("p")
+    running.wait_until(lambda app: app.state.placing == "positive", 60, "P: placing positive points")
+    running.call(lambda app: app.controller.stop_placing())
+    np.testing.assert_array_equal(_mask(running), positive)
+
 
 def clicks_equal(found, expected) -> bool:
     """Clicks as (positive, voxel) equal up to one voxel (a click lands where the mouse was)."""

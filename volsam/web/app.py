@@ -37,6 +37,8 @@ CLOSED_SURFACE = "Closed surface"
 #: Window and level (HU) the demo phantom opens with.
 DEMO_WINDOW_LEVEL = (400.0, 40.0)
 EDIT_TOOLS = ("paint", "erase")
+#: Keys without Ctrl -> a prompt role to place, or a controller action (as in the desktop modules).
+SHORTCUT_ACTIONS = {"p": "positive", "n": "negative", "s": "next_segment", "r": "reset"}
 #: The controller's methods that panel buttons call by name, without arguments.
 CONTROLLER_ACTIONS = frozenset({"run_pending", "undo", "redo", "reset", "next_segment", "propagate",
                                 "propagate_correction", "cancel"})
@@ -397,6 +399,21 @@ class VolumetricSamApp:
             getattr(self._require_controller(), name)()
 
         self._guard(act)
+
+    def shortcut(self, key: str, ctrl: bool, shift: bool) -> None:
+        """The desktop modules' keys: P and N place points, S next segment, R reset, Ctrl+Z undo,
+        Ctrl+Y or Ctrl+Shift+Z redo; other keys do nothing."""
+        key = key.lower()
+        if ctrl and (key == "y" or (key == "z" and shift)):
+            self.controller_action("redo")
+        elif ctrl and key == "z":
+            self.controller_action("undo")
+        elif not ctrl and key in SHORTCUT_ACTIONS:
+            action = SHORTCUT_ACTIONS[key]
+            if action in PROMPT_ROLES:
+                self.toggle_placing(action)
+            else:
+                self.controller_action(action)
 
     def confirm_shown_slice(self) -> None:
         """Confirm the slice that the view across the propagation axis shows."""

@@ -19,8 +19,16 @@ def build_page(app: VolumetricSamApp):
     from trame.widgets import html
     from trame.widgets import vuetify3 as v
 
+    from trame.widgets import client
+
     with VAppLayout(app.server, full_height=True) as layout:
         layout.root.theme = "dark"
+        # The desktop modules' shortcuts, for the whole page (not while typing in a field).
+        key = app.server.controller.trigger_name(app.shortcut)
+        client.ClientTriggers(mounted=(
+            "window.addEventListener('keydown', (event) => {"
+            " if (['INPUT', 'TEXTAREA'].includes(event.target.tagName)) return;"
+            f" trigger('{key}', [event.key, event.ctrlKey || event.metaKey, event.shiftKey]); }})"))
         with v.VAppBar(density="compact"):
             v.VToolbarTitle("VolumetricSAM  ·  {{ image_name }}", style="user-select: none;")
             v.VSpacer()

@@ -18,7 +18,7 @@ from volsam.web.access import TRAME_DEFAULT_SECRET, access_for, is_loopback
 from volsam.web.testing import missing_browser_tools
 
 MISSING = missing_browser_tools()
-browser_only = pytest.mark.skipif(MISSING is not None, reason=f"browser tests need {MISSING}")
+browser_only = pytest.mark.skipif(MISSING is not None, reason=f"browser tests skipped: {MISSING}")
 
 VIEWPORT = {"width": 1400, "height": 900}
 

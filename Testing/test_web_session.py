@@ -19,7 +19,7 @@ import pytest
 from volsam.web.testing import missing_browser_tools
 
 MISSING = missing_browser_tools()
-pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"browser tests need {MISSING}")
+pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"browser tests skipped: {MISSING}")
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOT = ROOT / "Resources" / "Screenshots" / "VolumetricSAM-app.png"

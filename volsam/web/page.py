@@ -16,10 +16,8 @@ PANEL_WIDTH = 330
 
 def build_page(app: VolumetricSamApp):
     from trame.ui.vuetify3 import VAppLayout
-    from trame.widgets import html
+    from trame.widgets import client, html
     from trame.widgets import vuetify3 as v
-
-    from trame.widgets import client
 
     with VAppLayout(app.server, full_height=True) as layout:
         layout.root.theme = "dark"
@@ -55,21 +53,21 @@ def _panel(app: VolumetricSamApp, v, html) -> None:
     with v.VContainer(classes="pa-2", fluid=True):
         # Method and device ------------------------------------------------------------------------
         v.VSelect(label="Method", v_model=("method",), items=("methods",), density="compact",
-                  hide_details=True, classes="mb-2", **_test('method'))
+                  hide_details=True, classes="mb-2", **_test("method"))
         v.VSelect(label="Device", v_model=("device",), items=("devices",), density="compact",
-                  hide_details=True, classes="mb-2", **_test('device'))
+                  hide_details=True, classes="mb-2", **_test("device"))
         v.VAlert("{{ cpu_warning }}", v_if=("cpu_warning",), type="error", density="compact",
-                 classes="mb-2 text-caption", **_test('cpu-warning'))
+                 classes="mb-2 text-caption", **_test("cpu-warning"))
         # Status -----------------------------------------------------------------------------------
-        html.Div("{{ message }}", classes="text-caption mb-1", **_test('message'))
+        html.Div("{{ message }}", classes="text-caption mb-1", **_test("message"))
         v.VProgressLinear(v_if=("busy",), model_value=("progress_total ? 100 * progress_done / progress_total : 0",),
                           indeterminate=("!progress_total",), color="orange", classes="mb-1",
-                          **_test('progress'))
+                          **_test("progress"))
         with html.Div(v_if=("weights_needed",), classes="text-caption mb-2", **_test("weights-needed")):
             html.Span("Needed: {{ weights_needed }} ")
             _button(v, "Download it", app.download_weights, "download-weights")
         v.VAlert("{{ error }}", v_if=("error",), type="warning", density="compact", closable=True,
-                 click_close="error = ''", classes="mb-2 text-caption", **_test('error'))
+                 click_close="error = ''", classes="mb-2 text-caption", **_test("error"))
 
         # Prompts ----------------------------------------------------------------------------------
         v.VDivider(classes="my-1")
@@ -82,7 +80,7 @@ def _panel(app: VolumetricSamApp, v, html) -> None:
             _button(v, "Box", (app.toggle_placing, "['box']"), "place-box", v_if=("capabilities.includes('box')",),
                     color=("placing === 'box' ? 'yellow' : undefined",), disabled=("!model_ready",))
         v.VCheckbox(label="Auto-run on each prompt", v_model=("auto_run",), density="compact", hide_details=True,
-                    **_test('auto-run'))
+                    **_test("auto-run"))
         with html.Div(classes="d-flex flex-wrap"):
             _button(v, "Segment", (app.controller_action, "['run_pending']"), "run", disabled=("!model_ready || busy",))
             _button(v, "Undo", (app.controller_action, "['undo']"), "undo", disabled=("!can_undo || busy",))
@@ -103,7 +101,7 @@ def _panel(app: VolumetricSamApp, v, html) -> None:
                 _button(v, "Propagate correction", (app.controller_action, "['propagate_correction']"),
                         "propagate-correction", disabled=("!model_ready || busy",))
             html.Div("Confirmed slices: {{ confirmed_slices.length ? confirmed_slices.join(', ') : 'none' }}",
-                     classes="text-caption", **_test('confirmed-slices'))
+                     classes="text-caption", **_test("confirmed-slices"))
 
         # Manual correction -----------------------------------------------------------------------
         v.VDivider(classes="my-1")
@@ -117,7 +115,7 @@ def _panel(app: VolumetricSamApp, v, html) -> None:
         # Segments ---------------------------------------------------------------------------------
         v.VDivider(classes="my-1")
         html.Div("Segments", classes="text-overline")
-        with v.VList(density="compact", classes="pa-0", **_test('segments')):
+        with v.VList(density="compact", classes="pa-0", **_test("segments")):
             with v.VListItem(v_for="item in segments", key="item.id",
                              active=("item.id === active_segment_id",),
                              click=(app.select_segment, "[item.id]")):
@@ -140,4 +138,4 @@ def _panel(app: VolumetricSamApp, v, html) -> None:
                     "['seg.nrrd']), 'application/octet-stream')", "download-seg-nrrd")
             _button(v, "Download NIfTI", f"utils.download(image_name + '.nii.gz', trigger('{download}', "
                     "['nifti']), 'application/gzip')", "download-nifti")
-        html.Div("{{ saved_path }}", v_if=("saved_path",), classes="text-caption", **_test('saved-path'))
+        html.Div("{{ saved_path }}", v_if=("saved_path",), classes="text-caption", **_test("saved-path"))

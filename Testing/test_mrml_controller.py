@@ -90,6 +90,14 @@ def scene_interaction_node(scene):
     return scene.GetNodeByID("vtkMRMLInteractionNodeSingleton")
 
 
+def poll_until(controller, condition, polls: int = 6000) -> None:
+    """Poll as a main loop does until ``condition(state)`` holds (the bound only guards a hang)."""
+    for _ in range(polls):
+        controller.poll(0.01)
+        if condition(controller.state):
+            return
+
+
 def segment_raw(controller):
     return raw_labelmap(controller.segmentation_node, controller.state.segment_id)
 
@@ -171,6 +179,19 @@ def test_a_box_and_points_placed_together_run_as_two_steps_box_first(controller)
     assert roi.GetNumberOfControlPoints() == 0 and not controller.state.can_undo
 
 
+def test_a_box_outside_the_image_is_refused_and_taken_away(controller):
+    controller.auto_run = False
+    place_box(controller, (200, 200, 6), (8.0, 9.0, 1.0))
+    place_point(controller, "positive", (18, 15, 6))
+    controller.run_pending()
+    controller.wait_idle(timeout=30)
+    assert "does not overlap the image" in controller.state.error
+    assert controller.prompt_node("box").GetNumberOfControlPoints() == 0
+    controller.run_pending()  # the point placed with it still runs
+    controller.wait_idle(timeout=30)
+    assert controller.session.calls == ["open_volume", "points"] and controller.interaction.current_mask().any()
+
+
 def test_undo_redo_after_point_box_paint_and_propagation_is_bit_exact_at_every_step(controller):
     """The must-show sequence: each step's segment recorded, then undone to the start and redone
     to the end, comparing the raw labelmap at every step (Segment Editor painting included)."""
@@ -220,6 +241,21 @@ def test_painting_between_prompts_is_seen_by_the_next_prompt_and_kept_by_its_und
     assert controller.interaction.current_mask()[10, 25:28, 28:31].all()
     controller.undo()
     assert same_segment_contents(segment_raw(controller), painted)
+
+
+def test_the_next_prompt_sees_segment_editor_painting_and_app_strokes_alike(controller):
+    segmentation, segment_id = controller.segmentation_node, controller.state.segment_id
+    editor_stroke = np.zeros(controller.volume.shape_kji, bool)
+    editor_stroke[1, 2:5, 2:5] = True
+    paint(segmentation, segment_id, controller.volume, editor_stroke)
+    controller.record_edit(np.ones((1, 3, 3), np.uint8), Box((10, 25, 25), (11, 28, 28)))
+    place_point(controller, "positive", (18, 15, 6))
+    controller.wait_idle(timeout=30)
+    seen = controller.session.result
+    assert seen[1, 2:5, 2:5].all() and seen[10, 25:28, 25:28].all()
+    controller.undo()
+    controller.undo()  # the app stroke; the editor's stroke stays (it came before both)
+    assert np.array_equal(controller.interaction.current_mask().astype(bool), editor_stroke)
 
 
 def test_reset_clears_prompts_and_segment_as_one_step(controller):
@@ -285,10 +321,7 @@ def test_cancel_stops_a_propagation_and_keeps_what_was_done_as_one_step(controll
     session = controller.session
     session.hold_after, _ = 3, session.unit_gate.clear()
     controller.propagate()
-    for _ in range(1000):  # until the propagation has done 3 slices and waits
-        controller.poll(0.01)
-        if controller.state.progress is not None and controller.state.progress[0] == 3:
-            break
+    poll_until(controller, lambda state: state.progress is not None and state.progress[0] == 3)
     assert controller.state.progress == (3, 11) and controller.state.busy
     controller.cancel()
     session.unit_gate.set()
@@ -358,15 +391,43 @@ def test_the_confirmed_slices_are_never_read_while_the_worker_changes_them(contr
     controller.slice_range = (2, 9)
     controller.propagate()
     session.hold_after, _ = 2, session.unit_gate.clear()
-    for _ in range(1000):  # the main loop polls while the propagation runs
-        controller.poll(0.01)
-        if controller.state.progress == (2, 9):
-            break
+    poll_until(controller, lambda state: state.progress == (2, 9))  # the main loop polls meanwhile
     assert controller.state.busy and controller.state.confirmed_slices == (1, 5, 10)  # as the run started
     session.unit_gate.set()
     controller.wait_idle(timeout=30)
     assert controller.state.confirmed_slices == (1, 5, 10)
     assert session.slices_read_while_working == 0
+
+
+def test_requests_made_during_a_job_run_after_it_in_order(controller):
+    """Undo pressed while a click runs undoes that click once it has landed, not the step before."""
+    session = controller.session
+    session.gate.clear()
+    place_point(controller, "positive", (18, 15, 6))
+    controller.undo()
+    controller.redo()
+    controller.undo()
+    assert controller.state.busy and not controller.state.can_undo
+    session.gate.set()
+    controller.wait_idle(timeout=30)
+    assert not controller.interaction.current_mask().any() and controller.state.can_redo
+    assert markups_positions(controller, "positive") == []
+
+
+def test_a_volume_changed_during_a_job_is_reopened_before_the_next_prompt(controller, scene):
+    session = controller.session
+    session.gate.clear()
+    place_point(controller, "positive", (18, 15, 6))
+    volume_node = scene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+    slicer.util.updateVolumeFromArray(volume_node, slicer.util.arrayFromVolume(volume_node) * 2)
+    session.gate.set()
+    controller.wait_idle(timeout=30)
+    clicked = controller.interaction.current_mask().copy()
+    assert clicked.any() and controller.volume.array.max() == 100  # the click ran on the volume it saw
+    place_point(controller, "positive", (10, 20, 4))
+    controller.wait_idle(timeout=30)
+    assert session.calls == ["open_volume", "points", "open_volume", "points"]
+    assert controller.volume.array.max() == 200 and (controller.interaction.current_mask() >= clicked).all()
 
 
 def test_closing_the_scene_during_a_job_drops_it_and_lets_go_of_every_node(controller, scene):
@@ -388,6 +449,7 @@ def test_removing_the_segmentation_lets_go_of_it(controller, scene):
     positive, session = controller.prompt_node("positive"), controller.session
     scene.RemoveNode(controller.segmentation_node)
     assert not controller.state.ready and controller.segmentation_node is None and session.closed
+    assert controller.state.message == "'phantom lesions' was removed: press Initialize again."
     positive.AddControlPointWorld(vtk.vtkVector3d(0, 0, 0))  # no longer observed: nothing runs
     assert not controller.state.busy and session.calls == ["open_volume"]
 

@@ -1,7 +1,8 @@
 """The interaction controller with the shipped demo models, through the registry, on real MRML.
 
 The must-show sequence of the Slicer modules, as a user makes it: clicks placed as markups
-control points, a box drawn as a ROI, a stroke painted, a propagation (SAM2-3dMed); then undo to
+control points, a box drawn as a ROI, a stroke painted, a propagation, a corrected slice confirmed and its correction
+propagated (SAM2-3dMed); then undo to
 the start and redo to the end, the segment compared bit for bit with what it was at every step.
 The phantom is small (and the masks are checked to find its lesion), so the run stays short.
 """
@@ -129,10 +130,20 @@ def test_sam2volume_point_box_paint_and_propagation_undo_and_redo_bit_exactly(ph
         assert dice(controller, phantom) > 0.6 and controller.state.pending_slices == ()
         assert controller.state.error is None, controller.state
 
-        controller.undo()  # the propagation
-        assert same_segment_contents(segment_raw(controller), states[-2])
-        controller.redo()
-        assert same_segment_contents(segment_raw(controller), states[-1])
+        # Correct a slice away from the prompts, confirm it, propagate the correction.
+        corrected = centre_k - 3
+        controller.record_edit(np.ones((1, 3, 3), np.uint8), Box((corrected, 58, 58), (corrected + 1, 61, 61)))
+        states.append(segment_raw(controller))
+        controller.confirm_slice(corrected)
+        controller.wait_idle(timeout=600)
+        assert controller.state.pending_slices == (corrected,)
+        states.append(segment_raw(controller))
+        controller.propagate_correction()
+        controller.wait_idle(timeout=600)
+        assert controller.state.pending_slices == () and controller.state.error is None, controller.state
+        assert controller.interaction.current_mask()[corrected, 58:61, 58:61].all()
+        states.append(segment_raw(controller))
+
         for expected in reversed(states[:-1]):
             controller.undo()
             assert same_segment_contents(segment_raw(controller), expected)
@@ -142,6 +153,7 @@ def test_sam2volume_point_box_paint_and_propagation_undo_and_redo_bit_exactly(ph
         for expected in states:
             controller.redo()
             assert same_segment_contents(segment_raw(controller), expected)
-        assert roi.GetNumberOfControlPoints() == 1 and controller.state.confirmed_slices == (centre_k, centre_k + 2)
+        assert roi.GetNumberOfControlPoints() == 1
+        assert controller.state.confirmed_slices == (centre_k - 3, centre_k, centre_k + 2)
     finally:
         controller.close()

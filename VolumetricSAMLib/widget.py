@@ -168,7 +168,8 @@ class PromptSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         editor.setActiveEffect(None)
         editor.removeViewObservations()
         self._removeShortcuts()
-        self.controller.stop_placing()
+        if self.controller.state.placing is not None:  # ours only: another module's placement stays
+            self.controller.stop_placing()
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None

@@ -14,7 +14,10 @@ Python with ``slicer-core`` (which is how the test suite drives it, on real MRML
   contents, so undo gives back exactly what was there, user painting included;
 * :mod:`.controller`: the interaction controller that the Slicer modules and the browser app
   drive: prompts placed in markups nodes, one job at a time on the model thread
-  (:mod:`.worker`), one history, the changes a scene can undergo meanwhile;
+  (:mod:`.worker`: a daemon thread, and waiting for it that releases the GIL), one history (the
+  prompts' markups in it: :mod:`.prompt_markups`), the changes a scene can undergo meanwhile;
+* :mod:`.choices`: the model, device and slice-direction choices the front ends offer, turned
+  into registry calls;
 * :mod:`.shortcuts`: the keyboard shortcuts, chosen among keys Slicer's views leave free.
 
 The controller is imported from :mod:`volsam.mrml.controller` (it is not re-exported here, so

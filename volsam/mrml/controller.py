@@ -50,6 +50,7 @@ from ..geometry import Box, closest_voxel_axis
 from .interaction import SegmentInteraction
 from .nodes import (
     PROMPT_COLORS,
+    PROMPT_ROLE_ATTRIBUTE,
     box_prompt_from_roi,
     control_point_ras,
     matrix_from_vtk,
@@ -65,6 +66,7 @@ from .prompt_markups import (
     PromptMarkups,
     read_prompt_markups,
     roi_geometry,
+    set_roi_geometry,
     write_prompt_markups,
 )
 from .segments import ensure_segment, set_reference_geometry
@@ -72,12 +74,15 @@ from .worker import JobProgress, ModelWorker, wait_for
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class ControllerState:
     """What a front end shows. ``ready``: a model and a volume are open; ``busy``: a job runs or
     waits; ``message``: one line for a status bar; ``error``: the last failure, one line (None
     after a success); ``progress``: (done, total) of the running job, None when it has none;
-    ``placing``: the prompt role being placed; ``weights_needed``: a
+    ``segment_id``: the segment written into; ``device``/``cpu_warning``: where the model runs
+    (the CPU warning stays visible); ``placing``: the prompt role being placed;
+    ``pending_prompts``: prompts placed and not run yet; ``weights_needed``: a
     :class:`~volsam.weights.download.WeightsNeeded` to ask the user about (then
     :meth:`InteractionController.download_weights`); ``running``: the label of the running job
     (e.g. "Propagation"), None when none runs."""
@@ -116,6 +121,9 @@ class _Job:
     progress: JobProgress | None = None
     cancel: Callable[[], None] | None = None
     discarded: bool = False
+    #: Say "<label>: cancelled." when a discarded job returns (not after a scene close, which
+    #: said what happened already).
+    report_discard: bool = True
     #: What to do with the result of a discarded job (e.g. close the session it opened).
     release: Callable[[Any], None] | None = None
 
@@ -133,6 +141,8 @@ class _Opened:
 
 @dataclass
 class _Initialize:
+    """The arguments of :meth:`InteractionController.initialize` (kept to retry after a download)."""
+
     volume_node: Any
     segmentation_node: Any
     segment_id: str | None
@@ -336,7 +346,7 @@ class InteractionController:
         if job.discarded:
             if job.release is not None:
                 job.release(result)
-            if self._interaction is not None or self._opened is None:
+            if job.report_discard:
                 self._say(f"{job.label}: cancelled.")
             return
         try:
@@ -548,8 +558,9 @@ class InteractionController:
         node = self._prompt_nodes.get(role)
         return node if node is not None and node.GetScene() is self.scene else None
 
-    def _role_of(self, node) -> str:
-        return node.GetAttribute("VolumetricSAM.PromptRole").partition(".")[2]
+    @staticmethod
+    def _role_of(node) -> str:
+        return node.GetAttribute(PROMPT_ROLE_ATTRIBUTE).partition(".")[2]
 
     def _on_point_defined(self, node, event) -> None:
         if self._restoring:
@@ -629,9 +640,10 @@ class InteractionController:
             return reopen
         box = self._box_pending()
         if box is not None:
+            job = self._start_box()
             if self._pending_points:
                 self._requests.appendleft(self._start_pending)  # the points follow as their own step
-            return self._start_box()
+            return job
         points = self._pending_point_positions()
         self._pending_points = []
         if not points:
@@ -659,7 +671,15 @@ class InteractionController:
         normal = self._view_normal(np.array(node.GetCenterWorld()))
         volume = interaction.volume
         axis = closest_voxel_axis(volume, normal) if normal is not None else self.session.slice_axis
-        prompt = box_prompt_from_roi(volume, node, axis)
+        try:
+            prompt = box_prompt_from_roi(volume, node, axis)
+        except ValueError:
+            self._restoring = True  # a box outside the image goes; the points placed with it stay
+            try:
+                set_roi_geometry(node, self._committed.box)
+            finally:
+                self._restoring = False
+            raise
         corners = volume.ijk_to_ras_points(np.array([prompt.min_ijk, prompt.max_ijk], float))
         after = replace(self._committed, box=roi_geometry(node))  # the points placed meanwhile come next
         return self._start_step("box", lambda session: session.add_box(corners[0], corners[1], view_normal=normal),
@@ -670,23 +690,31 @@ class InteractionController:
         session's slicing), when :attr:`follow_view` is on."""
         if not (self.follow_view and self.method.propagates):
             return None
-        slice_nodes = nodes_by_class(self.scene, "vtkMRMLSliceNode")
-        order = {"Red": 0, "Yellow": 1, "Green": 2}
-        slice_nodes.sort(key=lambda node: order.get(node.GetLayoutName(), len(order)))
         tolerance = float(self.volume.spacing.min()) / 2
-        views = slice_views_containing(position_ras, slice_nodes, tolerance)
+        views = slice_views_containing(position_ras, self._slice_nodes(), tolerance)
         return slice_normal_ras(views[0]) if views else None
+
+    def _slice_nodes(self) -> list:
+        """The slice views' nodes, Red, Yellow and Green first."""
+        order = {"Red": 0, "Yellow": 1, "Green": 2}
+        return sorted(nodes_by_class(self.scene, "vtkMRMLSliceNode"),
+                      key=lambda node: order.get(node.GetLayoutName(), len(order)))
 
     def _write_limit(self) -> Box | None:
         if self.slice_range is None or not self.method.propagates:
             return None
-        from ..models.sam2_3dmed.slicing import SlicePlane
-
         first, last = self.slice_range
-        plane = SlicePlane(self.volume.shape_kji, self.session.slice_axis)
-        if not 0 <= first <= last < plane.num_slices:
-            raise ValueError(f"the slice range {first}..{last} must lie within 0..{plane.num_slices - 1}")
-        return plane.slab_box(first, last + 1)
+        num_slices = self.session.num_slices
+        if not 0 <= first <= last < num_slices:
+            raise ValueError(f"the slice range {first}..{last} must lie within 0..{num_slices - 1}")
+        return self._slab(first, last + 1)
+
+    def _slab(self, first: int, stop: int) -> Box:
+        """Slices ``first`` to ``stop`` (excluded) across the session's slicing axis, as a box."""
+        start, end = [0, 0, 0], list(self.volume.shape_kji)
+        array_axis = 2 - self.session.slice_axis  # index axis i, j, k -> array axis 2, 1, 0
+        start[array_axis], end[array_axis] = first, stop
+        return Box(start, end)
 
     def _start_step(self, label: str, call: Callable[[Any], Any], interaction: SegmentInteraction,
                     after: PromptMarkups | None = None, progress: JobProgress | None = None,
@@ -724,12 +752,11 @@ class InteractionController:
         """Propagate from the slices confirmed since the last propagation, up to their
         neighbouring confirmed slices only."""
         def start():
-            interaction = self._require_ready()
-            if not self.method.propagates or not self.session.pending_slices:
+            self._require_propagating()
+            if not self.session.pending_slices:
                 raise ValueError("confirm a corrected slice first")
-            del interaction
-            return self._start_run("propagated correction")
-        self._request(lambda: self._start_range_limits(start))
+            return self._start_range_limits(lambda: self._start_run("propagated correction"))
+        self._request(start)
 
     def _require_propagating(self) -> SegmentInteraction:
         interaction = self._require_ready()
@@ -741,10 +768,7 @@ class InteractionController:
         self._require_propagating()
         if self.slice_range is None:
             return then()
-        from ..models.sam2_3dmed.slicing import SlicePlane
-
-        plane = SlicePlane(self.volume.shape_kji, self.session.slice_axis)
-        limits = range_boundary_slices(plane.num_slices, self.session.confirmed_slices, *self.slice_range)
+        limits = range_boundary_slices(self.session.num_slices, self.session.confirmed_slices, *self.slice_range)
         self._requests.appendleft(then)
         for index in reversed(limits):
             self._requests.appendleft(lambda index=index: self._start_confirm(index, empty=True))
@@ -773,16 +797,14 @@ class InteractionController:
 
     def _start_confirm(self, slice_index: int, empty: bool = False) -> _Job:
         interaction = self._require_propagating()
-        from ..models.sam2_3dmed.slicing import SlicePlane
-
-        plane = SlicePlane(self.volume.shape_kji, self.session.slice_axis)
-        if not 0 <= slice_index < plane.num_slices:
-            raise ValueError(f"slice {slice_index} is outside 0..{plane.num_slices - 1}")
+        if not 0 <= slice_index < self.session.num_slices:
+            raise ValueError(f"slice {slice_index} is outside 0..{self.session.num_slices - 1}")
+        slab = self._slab(slice_index, slice_index + 1)
+        mask = np.squeeze(interaction.current_mask(slab), axis=2 - self.session.slice_axis)
         if empty:
-            mask, label = np.zeros(plane.slice_shape, np.uint8), f"range limit at slice {slice_index}"
+            mask, label = np.zeros_like(mask), f"range limit at slice {slice_index}"
         else:
-            mask = plane.take(interaction.current_mask(plane.slab_box(slice_index, slice_index + 1)), 0).copy()
-            label = f"confirmed slice {slice_index}"
+            mask, label = mask.copy(), f"confirmed slice {slice_index}"
         return self._start_step(label, lambda session: session.add_mask(mask, slice_index), interaction)
 
     def slice_index_in_view(self, slice_node) -> int:
@@ -795,9 +817,7 @@ class InteractionController:
     def view_across_slicing_axis(self):
         """The first slice view (Red, Yellow, Green first) that shows slices across the session's axis."""
         self._require_propagating()
-        order = {"Red": 0, "Yellow": 1, "Green": 2}
-        for node in sorted(nodes_by_class(self.scene, "vtkMRMLSliceNode"),
-                           key=lambda node: order.get(node.GetLayoutName(), len(order))):
+        for node in self._slice_nodes():
             if closest_voxel_axis(self.volume, slice_normal_ras(node)) == self.session.slice_axis:
                 return node
         raise ValueError(f"no slice view shows slices across voxel axis {'ijk'[self.session.slice_axis]}; "
@@ -889,13 +909,13 @@ class InteractionController:
 
         return self._submit("Reopening the changed volume", lambda: session.open_volume(volume), apply)
 
-    def _on_scene_closing(self, caller=None, event=None) -> None:
+    def _on_scene_closing(self, caller=None, event=None, message: str = "The scene was closed") -> None:
         """The scene is closing (or a node the controller works on goes): cancel, drop the
         running job's result, forget the queue and every node."""
         self._requests.clear()
         job = self._job
         if job is not None:
-            job.discarded = True
+            job.discarded, job.report_discard = True, False
             if job.cancel is not None:
                 job.cancel()
             session = self.session
@@ -903,14 +923,14 @@ class InteractionController:
         else:
             self._release_session()
         self._forget_nodes()
-        self._say("The scene was closed: press Initialize again.")
+        self._say(f"{message}: press Initialize again.")
         self._publish()
 
     def _on_node_removed(self, scene, event) -> None:
         # A removed node has no scene any more (the event's node needs calldata; this is simpler).
         for node in (self._volume_node, self._segmentation_node):
             if node is not None and node.GetScene() is None:
-                self._on_scene_closing()
+                self._on_scene_closing(message=f"'{node.GetName()}' was removed")
                 return
 
     def _forget_nodes(self) -> None:

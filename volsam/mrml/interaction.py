@@ -212,14 +212,17 @@ class SegmentInteraction:
         if tuple(brush.shape) != box.shape or box != box.clip_to(self.volume.shape_kji):
             raise ValueError(f"a brush of shape {brush.shape} does not fit box {box} inside the volume "
                              f"of shape {self.volume.shape_kji}")
+        self._sync_buffer()  # take in any painting made since (cheap when there was none)
         current = self.current_mask(box).astype(bool)
         stroke = np.asarray(brush) != 0
-        values = (current & ~stroke) if erase else (current | stroke)
+        values = ((current & ~stroke) if erase else (current | stroke)).astype(np.uint8)
         history.begin(label, state, _Note(False, None))
-        self._write_recorded(values.astype(np.uint8), box, history)
+        self._write_recorded(values, box, history)
         history.end(state, keep_unchanged=True)
+        # Only the stroke's box changed: the buffer follows there, not through a whole sync.
+        self.buffer[box.slices] = values
         self._buffer_box = union_boxes(self._buffer_box, box)
-        self._sync_buffer(force=True)
+        self._synced_state = self._labelmap_state()
         return box
 
     # --- undo / redo / reset ------------------------------------------------------------------

@@ -199,6 +199,32 @@ def test_save_buttons_write_files_in_the_image_geometry_and_download_gives_the_s
 
 
 @browser_only
+def test_the_mouse_scrolls_slices_and_the_window_slider_sets_window_level(running, page):
+    from volsam.web.testing import view_area
+
+    box = view_area(page, "Red").bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    offset = running.call(lambda app: app.slice_view("Axial").get_slice_value())
+    page.mouse.move(x, y)
+    page.mouse.wheel(0, 120)
+    running.wait_until(lambda app: app.slice_view("Axial").get_slice_value() != offset, 60, "another slice")
+
+    def window_level(app):
+        display = app.volume_node.GetDisplayNode()
+        return display.GetWindow(), display.GetLevel()
+
+    before = running.call(window_level)
+    # Window/level: the panel's range slider (the grey values shown black to white), moved with the mouse.
+    slider = page.locator("[data-test=window-level] .v-slider-thumb").first
+    thumb = slider.bounding_box()
+    page.mouse.move(thumb["x"] + thumb["width"] / 2, thumb["y"] + thumb["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(thumb["x"] + 40, thumb["y"] + thumb["height"] / 2, steps=5)
+    page.mouse.up()
+    running.wait_until(lambda app: window_level(app) != before, 60, "another window/level")
+
+
+@browser_only
 def test_the_segment_list_shows_names_and_colours_and_toggles_visibility(running, page):
     rows = page.locator("[data-test=segments] .v-list-item")
     assert rows.count() == 1 and "Lesion 1" in rows.first.inner_text()

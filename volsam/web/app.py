@@ -4,9 +4,9 @@ Everything that segments goes through :class:`volsam.mrml.controller.Interaction
 (the one the Slicer modules drive) and the method registry; this module only builds the page,
 shows the image, forwards the panel's buttons and shows the controller's state. The views are
 trame-slicer's: real Slicer slice and 3D views rendered on the server and streamed to the
-page, with Slicer's own mouse interaction (scroll to change slice, right-drag to zoom, middle-
-drag to pan, left-drag for window/level) and markups placement, so a click in a view becomes a
-markups control point that the controller observes.
+page, with Slicer's own mouse interaction (scroll to change slice, right-drag to zoom,
+middle-drag to pan) and markups placement, so a click in a view becomes a markups control
+point that the controller observes. Window/level is a slider in the panel.
 
 Threads: trame runs one asyncio loop; every MRML and VTK call happens on it. Model work runs on
 the controller's worker thread; a periodic task on the loop polls the controller, which applies
@@ -218,9 +218,23 @@ class VolumetricSamApp:
         state.active_segment_id = ""
         state.saved_path = ""
         state.image_name = self.image.name
+        state.scalar_range = [float(v) for v in self.volume_node.GetImageData().GetScalarRange()]
+        state.display_range = self._display_range()
         state.change("layout_id")(self._on_layout_changed)
         state.change("method", "device")(self._on_model_choice_changed)
         state.change("auto_run")(self._on_auto_run_changed)
+        state.change("display_range")(self._on_display_range_changed)
+
+    def _display_range(self) -> list[float]:
+        from trame_slicer.core import VolumeWindowLevel
+
+        return [round(float(v), 1) for v in VolumeWindowLevel.get_volume_display_range(self.volume_node)]
+
+    def _on_display_range_changed(self, display_range, **_):
+        """Window/level from the panel's range slider (the grey values shown black to white)."""
+        from trame_slicer.core import VolumeWindowLevel
+
+        self._guard(lambda: VolumeWindowLevel.set_volume_node_display_min_max_range(self.volume_node, *display_range))
 
     def _method_title(self, name: str) -> str:
         from ..methods import get_method

@@ -58,6 +58,9 @@ def _panel(app: VolumetricSamApp, v, html) -> None:
                   hide_details=True, classes="mb-2", **_test("device"))
         v.VAlert("{{ cpu_warning }}", v_if=("cpu_warning",), type="error", density="compact",
                  classes="mb-2 text-caption", **_test("cpu-warning"))
+        v.VRangeSlider(label="Window", v_model=("display_range",), min=("scalar_range[0]",),
+                       max=("scalar_range[1]",), step=1, density="compact", hide_details=True, strict=True,
+                       classes="mb-2", **_test("window-level"))
         # Status -----------------------------------------------------------------------------------
         html.Div("{{ message }}", classes="text-caption mb-1", **_test("message"))
         v.VProgressLinear(v_if=("busy",), model_value=("progress_total ? 100 * progress_done / progress_total : 0",),

@@ -192,7 +192,7 @@ def test_save_buttons_write_files_in_the_image_geometry_and_download_gives_the_s
         page.locator("[data-test=download-nifti]").click()
     downloaded = tmp_path / download_info.value.suggested_filename
     download_info.value.save_as(downloaded)
-    assert downloaded.name.endswith(".nii.gz")
+    assert downloaded.name == "Demo_phantom_seed_2025.nii.gz"  # named as Save names it
     volume = read_image(downloaded)
     assert volume.same_geometry(image)
     np.testing.assert_array_equal(volume.array, blob)

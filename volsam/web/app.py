@@ -217,7 +217,10 @@ class VolumetricSamApp:
         state.segments = []
         state.active_segment_id = ""
         state.saved_path = ""
+        from .export import safe_stem
+
         state.image_name = self.image.name
+        state.file_stem = safe_stem(self.image.name)  # downloads are named as saved files are
         state.scalar_range = [float(v) for v in self.volume_node.GetImageData().GetScalarRange()]
         state.display_range = self._display_range()
         state.change("layout_id")(self._on_layout_changed)

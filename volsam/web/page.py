@@ -137,8 +137,8 @@ def _panel(app: VolumetricSamApp, v, html) -> None:
             _button(v, "Save .seg.nrrd", (app.save, "['seg.nrrd']"), "save-seg-nrrd")
             _button(v, "Save NIfTI", (app.save, "['nifti']"), "save-nifti")
             download = ctrl.trigger_name(app.download)
-            _button(v, "Download .seg.nrrd", f"utils.download(image_name + '.seg.nrrd', trigger('{download}', "
+            _button(v, "Download .seg.nrrd", f"utils.download(file_stem + '.seg.nrrd', trigger('{download}', "
                     "['seg.nrrd']), 'application/octet-stream')", "download-seg-nrrd")
-            _button(v, "Download NIfTI", f"utils.download(image_name + '.nii.gz', trigger('{download}', "
+            _button(v, "Download NIfTI", f"utils.download(file_stem + '.nii.gz', trigger('{download}', "
                     "['nifti']), 'application/gzip')", "download-nifti")
         html.Div("{{ saved_path }}", v_if=("saved_path",), classes="text-caption", **_test("saved-path"))

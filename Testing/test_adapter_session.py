@@ -299,6 +299,6 @@ def test_cli_refuses_cuda_where_there_is_none(tmp_path, capsys):
     volume = volume_of("flipped_k")
     sitk.WriteImage(volume_to_sitk(volume), str(tmp_path / "image.nii.gz"))
     click = ",".join(f"{v:.3f}" for v in voxel_ras(volume, (15, 30, 35)))
-    code = main(["segment", "--model", "sam3d-adapter", "--weights", "x.pth", "--image", str(tmp_path / "image.nii.gz"),
+    code = main(["segment", "--model", "sam3d-adapter", "--weights", "demo", "--image", str(tmp_path / "image.nii.gz"),
                  "--point", click, "--device", "cuda", "--out", str(tmp_path / "mask.nii.gz")])
     assert code == 2 and "CUDA is not available" in capsys.readouterr().err

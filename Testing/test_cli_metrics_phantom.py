@@ -79,6 +79,27 @@ def shifted_copy(labels, folder, name, offset_mm):
     return folder / name
 
 
+def ct_image(labels, folder):
+    image, _, _ = make_phantom(11, CONFIG)
+    write_image(image, folder / "ct.nii.gz")
+    return folder / "ct.nii.gz"
+
+
+def test_label_scores_a_binary_prediction_whole_and_an_empty_one_as_zero(masks, tmp_path, capsys):
+    """volsam segment writes value 1; --label 2 names the reference's tumour, as the README does."""
+    folder, labels = masks
+    tumour = labels.array == TUMOR_LABEL
+    write_mask(tumour.astype(np.uint8), labels, tmp_path / "binary.nii.gz")
+    ref = str(folder / "ref.nii.gz")
+    code, out, _ = run_main(capsys, "metrics", "--pred", str(tmp_path / "binary.nii.gz"), "--ref", ref, "--label", "2")
+    assert code == 0 and json.loads(out)["dice"] == pytest.approx(1.0)
+    code, out, _ = run_main(capsys, "metrics", "--pred", str(folder / "empty.nii.gz"), "--ref", ref, "--label", "2")
+    assert code == 0 and json.loads(out)["dice"] == 0.0
+    # a multi-label prediction is compared label for label: its organ (1) is not the tumour (2)
+    code, out, _ = run_main(capsys, "metrics", "--pred", ref, "--ref", ref, "--label", "2")
+    assert code == 0 and json.loads(out)["dice"] == pytest.approx(1.0)
+
+
 def error_cases(folder, labels):
     ref = str(folder / "ref.nii.gz")
     (folder / "bad.nii.gz").write_text("not an image")
@@ -91,7 +112,8 @@ def error_cases(folder, labels):
                        "voxel grid"),
         "other shape": (["--pred", str(folder / "cropped.nii.gz"), "--ref", ref], "voxel grid"),
         "label not in ref": (["--pred", ref, "--ref", str(folder / "empty.nii.gz"), "--label", "2"], "--ref"),
-        "label not in pred": (["--pred", str(folder / "empty.nii.gz"), "--ref", ref, "--label", "2"], "--pred"),
+        "background label": (["--pred", ref, "--ref", ref, "--label", "0"], "--label 0"),
+        "CT as prediction": (["--pred", str(ct_image(labels, folder)), "--ref", ref], "not a label image"),
         "no such label": (["--pred", ref, "--ref", ref, "--label", "7"], "label 7"),
         "negative tolerance": (["--pred", ref, "--ref", ref, "--tolerance=-1"], "--tolerance"),
     }
@@ -152,7 +174,7 @@ def test_phantom_flip_axes_and_bad_options(tmp_path, capsys):
     assert code == 0
     assert json.loads((tmp_path / "ik" / "phantoms.json").read_text())["config"]["flip_ijk"] == [True, False, True]
     for argv, mentioned in ((["--flip", "x"], "--flip"), (["--size", "40.5,40,24"], "--size"),
-                            (["--spacing", "0,1,1"], "spacing_ijk"), (["--cases", "0"], "cases")):
+                            (["--spacing", "0,1,1"], "--spacing"), (["--cases", "0"], "cases")):
         code, out, err = run_main(capsys, "phantom", str(tmp_path / "bad"), *argv)
         assert code == 2 and out == ""
         assert err.count("\n") == 1 and err.startswith("volsam phantom: error: ") and mentioned in err, err

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import replace
 
 import numpy as np
@@ -188,12 +187,26 @@ def test_flipping_only_reorders_the_same_voxels():
         np.testing.assert_allclose(lesion.center_ras, lesion_flipped.center_ras, atol=1e-6)
 
 
-def test_default_case_is_generated_quickly():
-    make_phantom(0)  # warm-up: imports and caches
-    start = time.perf_counter()
-    image, _, _ = make_phantom(1)
-    assert time.perf_counter() - start < 2.0
-    assert image.shape_ijk == (96, 96, 64)
+def test_rewriting_a_dataset_replaces_its_cases_and_removes_stale_staging(tmp_path):
+    (tmp_path / "data").mkdir()
+    stale = tmp_path / "data" / ".staging-999999999-left-by-a-killed-run"
+    stale.mkdir()
+    (stale / "imagesTr").mkdir()
+    write_phantom_dataset(tmp_path / "data", cases=2, seed=3, config=SMALL)
+    (tmp_path / "data" / "splits_final.json").write_text("[]")  # the user's file is kept
+    write_phantom_dataset(tmp_path / "data", cases=1, seed=4, config=SMALL)
+    names = sorted(str(p.relative_to(tmp_path / "data")) for p in (tmp_path / "data").rglob("*"))
+    assert names == ["dataset.json", "imagesTr", "imagesTr/phantom_000_0000.nii.gz", "labelsTr",
+                     "labelsTr/phantom_000.nii.gz", "phantoms.json", "splits_final.json"]
+    assert json.loads((tmp_path / "data" / "phantoms.json").read_text())["seed"] == 4
+
+
+def test_a_folder_of_other_files_or_a_file_is_refused_and_left_as_it_was(tmp_path):
+    (tmp_path / "mine.txt").write_text("keep")
+    for out in (tmp_path, tmp_path / "mine.txt"):
+        with pytest.raises(ValueError, match="holds no phantom dataset|is a file"):
+            write_phantom_dataset(out, cases=1, seed=0, config=SMALL)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]
 
 
 @pytest.mark.parametrize("options, message", [

@@ -125,7 +125,7 @@ def test_bad_input_fails_before_training(phantoms, tmp_path):
     with pytest.raises(ValueError, match="the training set is empty"):
         train(_config(empty, tmp_path / "run4", epochs=1))
     for run in ("run1", "run2", "run3", "run4"):
-        assert not (tmp_path / run / "log.csv").exists()
+        assert not (tmp_path / run).exists()  # not even the cache of run2, which read the cases
 
     result = subprocess.run([sys.executable, "-m", "volsam", "train", "--model", "sam3d-adapter", "--config", "tiny",
                              "--data", str(no_json), "--label", "2", "--out", str(tmp_path / "cli")],

@@ -43,17 +43,11 @@ def loading_versus_step(cases: int, repeats: int, threads: int) -> list[dict]:
     import torch
 
     from volsam.datasets import load_dataset
+    from volsam.methods import method_names
     from volsam.phantoms import write_phantom_dataset
-    from volsam.training.adapter_task import AdapterTask
     from volsam.training.cache import CachedCases, VolumeCache
     from volsam.training.config import TrainingConfig
-    from volsam.training.preprocessing import (
-        ADAPTER_PRESETS,
-        AdapterPreprocessing,
-        Sam2Preprocessing,
-    )
-    from volsam.training.sam2_task import Sam2Task
-    from volsam.training.samples import AdapterSampling, ClipSampling
+    from volsam.training.recipes import recipe_for
 
     torch.set_num_threads(threads)
     results = []
@@ -61,22 +55,19 @@ def loading_versus_step(cases: int, repeats: int, threads: int) -> list[dict]:
         folder = Path(folder)
         write_phantom_dataset(folder / "data", cases, seed=7)
         dataset = load_dataset(folder / "data")
-        setups = {
-            "sam3d-adapter": (AdapterPreprocessing(1.0, ADAPTER_PRESETS["ct"]), "tiny-demo"),
-            "sam2-3dmed": (Sam2Preprocessing("soft_tissue"), "tiny-demo"),
-        }
-        for model, (preprocessing, config_name) in setups.items():
+        for model in method_names():
+            # Each method's demo configuration, preprocessed and sampled as its recipe does.
+            config = TrainingConfig(model=model, data=folder / "data", label="2", out=folder / "run",
+                                    config="tiny-demo", train_encoder=True, preset="ct", click_protocol="lesion",
+                                    progress=False)
+            recipe = recipe_for(model)
+            preprocessing = recipe.preprocessing_from_dict(recipe.preprocessing(config, dataset, dataset.training))
             cache = VolumeCache(folder / f"cache-{model}", preprocessing, 2)
             cache.prepare(dataset.training, progress=False)
             cached = CachedCases(cache, dataset.training)
-            config = TrainingConfig(model=model, data=folder / "data", label="2", out=folder / "run",
-                                    config=config_name, train_encoder=True, progress=False)
             device = torch.device("cpu")
-            if model == "sam3d-adapter":
-                sampling = AdapterSampling(64, "zoom3d", "lesion", 20.0 / preprocessing.intensity.std)
-                task = AdapterTask(config, cached, cached, sampling, device)
-            else:
-                task = Sam2Task(config, cached, cached, ClipSampling(8), device)
+            task = recipe.make_task(config, cached, cached, preprocessing, device)
+            config_name = config.config_name
             load, compute = _timings(task, device, repeats)
             results.append({"model": model, "config": config_name, "load_batch_s": round(load, 4),
                             "step_s": round(compute, 4), "ratio": round(load / compute, 4),

@@ -105,39 +105,99 @@ def run_demo(out: str | Path, seed: int = DEFAULT_SEED, device: str = "auto", mo
     return DemoResult(image_path, truth_path, paths, figure_path, click, diameter, dices, seconds)
 
 
-def _planes(volume: Volume, click_kji):
-    """(name, 2D index into the (k, j, i) array, aspect, click (row, column)) of the three
-    orthogonal slices through the click; rows run along the slower array axis."""
+#: Where each view puts the patient, as radiologists (and Slicer) show it: (RAS direction that
+#: points to the screen's right, RAS direction that points down the screen).
+VIEW_SCREEN_AXES = {"axial": ((-1, 0, 0), (0, -1, 0)),      # patient's right on the left, anterior up
+                    "coronal": ((-1, 0, 0), (0, 0, -1)),    # right on the left, superior up
+                    "sagittal": ((0, -1, 0), (0, 0, -1))}   # anterior on the left, superior up
+_LETTERS = (("R", "L"), ("A", "P"), ("S", "I"))
+
+
+@dataclass(frozen=True)
+class DisplayPlane:
+    """One slice through the click as shown: the 2D image (rows top to bottom), its pixel
+    aspect, the click's (row, column), and the patient direction at each edge."""
+
+    name: str
+    image_index: tuple
+    flip_rows: bool
+    flip_columns: bool
+    transpose: bool
+    aspect: float
+    click: tuple[float, float]
+    edges: dict  # {"left", "right", "top", "bottom"} -> "R", "L", "A", "P", "S" or "I"
+
+    def show(self, array: np.ndarray) -> np.ndarray:
+        """The (k, j, i) volume ``array``'s slice, oriented for the screen."""
+        plane = array[self.image_index]
+        plane = plane.T if self.transpose else plane
+        return plane[::-1 if self.flip_rows else 1, ::-1 if self.flip_columns else 1]
+
+
+def _letter(vector) -> str:
+    axis = int(np.argmax(np.abs(vector)))
+    return _LETTERS[axis][0 if vector[axis] > 0 else 1]
+
+
+def display_planes(volume: Volume, click_kji) -> list[DisplayPlane]:
+    """The axial, coronal and sagittal slices through the click, each oriented as
+    :data:`VIEW_SCREEN_AXES` says (whatever the voxel order on disk), with edge labels."""
     k, j, i = click_kji
-    si, sj, sk = volume.spacing
-    return [("axial", (k, slice(None), slice(None)), sj / si, (j, i)),
-            ("coronal", (slice(None), j, slice(None)), sk / si, (k, i)),
-            ("sagittal", (slice(None), slice(None), i), sk / sj, (k, j))]
+    axes_ras = volume.ijk_to_ras[:3, :3] / np.asarray(volume.spacing)[None, :]  # unit i, j, k directions
+    spacing = volume.spacing
+    planes = []
+    for name, index, (row_axis, column_axis), click in (
+            ("axial", (k, slice(None), slice(None)), (1, 0), (j, i)),
+            ("coronal", (slice(None), j, slice(None)), (2, 0), (k, i)),
+            ("sagittal", (slice(None), slice(None), i), (2, 1), (k, j))):
+        right, down = (np.array(v, float) for v in VIEW_SCREEN_AXES[name])
+        rows, columns = axes_ras[:, row_axis], axes_ras[:, column_axis]
+        transpose = abs(rows @ right) > abs(columns @ right)  # the row axis runs across the screen
+        if transpose:
+            rows, columns, row_axis, column_axis = columns, rows, column_axis, row_axis
+            click = click[::-1]
+        flip_rows, flip_columns = bool(rows @ down < 0), bool(columns @ right < 0)
+        sizes = volume.shape_ijk
+        row, column = click
+        row = sizes[row_axis] - 1 - row if flip_rows else row
+        column = sizes[column_axis] - 1 - column if flip_columns else column
+        shown_down = -rows if flip_rows else rows
+        shown_right = -columns if flip_columns else columns
+        edges = {"right": _letter(shown_right), "left": _letter(-shown_right), "bottom": _letter(shown_down),
+                 "top": _letter(-shown_down)}
+        planes.append(DisplayPlane(name, index, flip_rows, flip_columns, transpose,
+                                   spacing[row_axis] / spacing[column_axis], (row, column), edges))
+    return planes
 
 
 def save_figure(volume: Volume, masks: dict, lesion: np.ndarray, click_kji, path: Path, title: str = "") -> None:
-    """Three orthogonal slices through the click: grey image, mask outlines, the click."""
+    """Three orthogonal slices through the click (radiological orientation, edges labelled with
+    the patient directions): grey image, mask outlines, the click."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
-    planes = _planes(volume, click_kji)
     figure, axes = plt.subplots(1, 3, figsize=(13, 4.8))
     image = np.asarray(volume.array, dtype=np.float32)
-    for axis, (name, index, aspect, (row, column)) in zip(axes, planes):
-        axis.imshow(image[index], cmap="gray", vmin=WINDOW_HU[0], vmax=WINDOW_HU[1], aspect=aspect,
-                    origin="lower" if name != "axial" else "upper", interpolation="nearest")
+    for axis, plane in zip(axes, display_planes(volume, click_kji)):
+        axis.imshow(plane.show(image), cmap="gray", vmin=WINDOW_HU[0], vmax=WINDOW_HU[1], aspect=plane.aspect,
+                    origin="upper", interpolation="nearest")
         for model, mask in masks.items():
-            if mask[index].any():
-                axis.contour(mask[index].astype(float), levels=[0.5], colors=colour_of(model),
-                             linewidths=1.5)
-        if lesion[index].any():
-            axis.contour(lesion[index].astype(float), levels=[0.5], colors=TRUTH_COLOUR, linewidths=1.0,
+            shown = plane.show(mask)
+            if shown.any():
+                axis.contour(shown.astype(float), levels=[0.5], colors=colour_of(model), linewidths=1.5)
+        truth = plane.show(lesion)
+        if truth.any():
+            axis.contour(truth.astype(float), levels=[0.5], colors=TRUTH_COLOUR, linewidths=1.0,
                          linestyles="dashed")
-        axis.plot(column, row, marker="+", color="yellow", markersize=14, markeredgewidth=2)
-        axis.set_title(name)
+        axis.plot(plane.click[1], plane.click[0], marker="+", color="yellow", markersize=14, markeredgewidth=2)
+        for edge, (x, y, align) in {"left": (0.02, 0.5, "left"), "right": (0.98, 0.5, "right"),
+                                    "top": (0.5, 0.97, "center"), "bottom": (0.5, 0.03, "center")}.items():
+            axis.text(x, y, plane.edges[edge], transform=axis.transAxes, color="white", fontsize=11,
+                      fontweight="bold", ha=align, va="center")
+        axis.set_title(plane.name)
         axis.set_axis_off()
     handles = [Line2D([], [], color=colour_of(m), label=m) for m in masks]
     handles += [Line2D([], [], color=TRUTH_COLOUR, linestyle="dashed", label="true lesion"),

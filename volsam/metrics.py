@@ -206,6 +206,65 @@ def _sorted_by_distance(distances, areas):
     return distances[order], areas[order]
 
 
+# --- label images as inputs ----------------------------------------------------------------
+#: A label image holds at most this many distinct foreground values (uint8 label maps); an
+#: intensity image (CT in HU, MR) given as a mask has far more, or negative or fractional values.
+MAX_LABELS = 255
+
+
+def label_values(array, name: str) -> tuple[int, ...]:
+    """The foreground labels of a label image, or a ValueError when ``array`` is not one
+    (fractional or negative values, or more than :data:`MAX_LABELS` distinct labels)."""
+    array = np.asarray(array)
+    if np.issubdtype(array.dtype, np.floating):
+        fractional = array[array != np.round(array)]
+        if fractional.size:
+            raise ValueError(f"{name} is not a label image: it holds non-integer values such as "
+                             f"{float(fractional.flat[0]):g}; expected a mask of whole label values (0 = background)")
+    elif array.dtype != bool and not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"{name} is not a label image (voxel type {array.dtype}); expected integer labels")
+    if array.size and array.min() < 0:
+        raise ValueError(f"{name} is not a label image: it holds negative values (down to {array.min():g}), "
+                         "as an intensity image such as CT does; expected a mask (0 = background, labels >= 1)")
+    values = np.unique(array)
+    values = values[values != 0]
+    if values.size > MAX_LABELS:
+        raise ValueError(f"{name} is not a label image: it holds {values.size} distinct values (an intensity image?); "
+                         f"expected a mask with at most {MAX_LABELS} labels")
+    return tuple(int(v) for v in values)
+
+
+def masks_for_label(pred, ref, label: int | None, pred_name: str = "pred", ref_name: str = "ref"):
+    """The binary (pred, ref) masks that ``volsam metrics`` scores, checking both are label images.
+
+    Without ``label`` every nonzero voxel is foreground. With ``label`` the reference's voxels
+    equal to it are the target (the label must occur there), and the prediction's too, except
+    that a prediction holding a single label (a binary mask, as ``volsam segment`` writes with
+    value 1) is taken as a whole: it is the model's answer for that target. A prediction
+    without the label scores 0 (an empty answer), not an error.
+    """
+    ref_labels = label_values(ref, ref_name)
+    pred_labels = label_values(pred, pred_name)
+    pred, ref = np.asarray(pred), np.asarray(ref)
+    if label is None:
+        return pred != 0, ref != 0
+    if label <= 0:
+        raise ValueError(f"--label {label}: labels are >= 1 (0 is the background); leave out --label to compare "
+                         "all nonzero voxels")
+    if label not in ref_labels:
+        raise ValueError(f"{ref_name}: no voxel has label {label} (it holds {_labels_text(ref_labels)}); expected "
+                         "the label to occur in the reference (leave out --label to compare all nonzero voxels)")
+    pred_mask = pred != 0 if len(pred_labels) == 1 else pred == label
+    return pred_mask, ref == label
+
+
+def _labels_text(labels) -> str:
+    if not labels:
+        return "no label: it is empty"
+    shown = ", ".join(map(str, labels[:10]))
+    return f"label{'s' if len(labels) > 1 else ''} {shown}{' ...' if len(labels) > 10 else ''}"
+
+
 def _as_mask_pair(pred, ref):
     pred_mask = np.asarray(pred) != 0
     ref_mask = np.asarray(ref) != 0

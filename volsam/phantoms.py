@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -226,19 +227,42 @@ def write_phantom_dataset(out_dir, cases: int, seed: int = 0,
     Layout: imagesTr/phantom_000_0000.nii.gz, labelsTr/phantom_000.nii.gz, dataset.json and
     phantoms.json ({"seed", "config", "cases": {case id: PhantomInfo as dict}}). Case n uses
     seed (seed, n), so a dataset's first cases do not depend on how many are written.
+
+    ``out_dir`` must be new, empty, or hold an earlier phantom dataset (it has phantoms.json),
+    which is replaced whole: its cases that the new dataset does not write are removed, other
+    files (e.g. a splits file) are kept. Everything is written into a staging folder and moved
+    in at the end, so a failure leaves ``out_dir`` as it was (a folder it created is removed);
+    staging folders left by a killed run are removed first.
     """
     if int(cases) != cases or cases < 1:
         raise ValueError(f"cases must be a whole number >= 1, got {cases!r}")
+    if int(seed) != seed or seed < 0:
+        raise ValueError(f"seed must be a whole number >= 0, got {seed!r}")
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"{out_dir} is a file; expected a folder for the dataset (new, empty, or an earlier "
+                         "phantom dataset to replace)")
+    created = not out_dir.exists()
+    if not created:
+        _remove_stale_staging(out_dir)
+        _check_replaceable(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    # Everything is written into a staging folder first and moved in at the end, so a failure
-    # part way leaves no half dataset behind.
-    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".staging-") as staging:
+    try:
+        return _write_dataset(out_dir, int(cases), seed, config)
+    except BaseException:
+        if created:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+
+
+def _write_dataset(out_dir: Path, cases: int, seed: int, config: PhantomConfig) -> dict:
+    previous = _previous_case_files(out_dir)
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=f"{STAGING_PREFIX}{os.getpid()}-") as staging:
         staging = Path(staging)
         for sub in ("imagesTr", "labelsTr"):
             (staging / sub).mkdir()
         infos = {}
-        for index in range(int(cases)):
+        for index in range(cases):
             image, labels, info = make_phantom((seed, index), config)
             name = case_id(index)
             write_image(image, staging / "imagesTr" / f"{name}_0000{FILE_ENDING}")
@@ -249,19 +273,66 @@ def write_phantom_dataset(out_dir, cases: int, seed: int = 0,
             "description": "Synthetic CT-like phantoms with organ and tumour labels (volsam.phantoms)",
             "channel_names": {"0": "CT"},
             "labels": DATASET_LABELS,
-            "numTraining": int(cases),
+            "numTraining": cases,
             "file_ending": FILE_ENDING,
         }
         phantoms = {"seed": seed, "config": asdict(config), "cases": infos}
         (staging / "dataset.json").write_text(json.dumps(dataset, indent=2) + "\n")
         (staging / PHANTOMS_JSON).write_text(json.dumps(phantoms, indent=2) + "\n")
+        written = set()
         for sub in ("imagesTr", "labelsTr"):
             (out_dir / sub).mkdir(exist_ok=True)
             for path in sorted((staging / sub).iterdir()):
                 os.replace(path, out_dir / sub / path.name)
+                written.add(out_dir / sub / path.name)
+        for path in previous - written:  # the earlier dataset's cases beyond the new one's
+            path.unlink(missing_ok=True)
         for name in ("dataset.json", PHANTOMS_JSON):  # last: they mark the dataset complete
             os.replace(staging / name, out_dir / name)
     return phantoms
+
+
+STAGING_PREFIX = ".staging-"
+
+
+def _remove_stale_staging(out_dir: Path) -> None:
+    """Remove staging folders whose run is gone (named ``.staging-<pid>-...``; older ones have
+    no pid and are always stale)."""
+    for folder in out_dir.glob(STAGING_PREFIX + "*"):
+        pid_text = folder.name[len(STAGING_PREFIX):].split("-", 1)[0]
+        if folder.is_dir() and not (pid_text.isdigit() and _process_alive(int(pid_text))):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # a folder with our pid is from an earlier process that had it
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _check_replaceable(out_dir: Path) -> None:
+    entries = [p for p in out_dir.iterdir() if not p.name.startswith(STAGING_PREFIX)]
+    if entries and not (out_dir / PHANTOMS_JSON).is_file():
+        shown = ", ".join(sorted(p.name for p in entries)[:3])
+        raise ValueError(f"{out_dir} is not empty ({shown}{' ...' if len(entries) > 3 else ''}) and holds no phantom "
+                         f"dataset ({PHANTOMS_JSON}); expected a new or empty folder, or an earlier phantom dataset "
+                         "to replace")
+
+
+def _previous_case_files(out_dir: Path) -> set:
+    """The case files of the phantom dataset already in ``out_dir`` (from its phantoms.json)."""
+    try:
+        previous = json.loads((out_dir / PHANTOMS_JSON).read_text())["cases"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+    return {path for name in previous if isinstance(name, str) and "/" not in name and "\\" not in name
+            for path in (out_dir / "imagesTr" / f"{name}_0000{FILE_ENDING}", out_dir / "labelsTr" / f"{name}{FILE_ENDING}")}
 
 
 # --- grid ----------------------------------------------------------------------------------

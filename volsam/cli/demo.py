@@ -22,6 +22,10 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    if args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"--out {args.out} is a file; expected a folder for the demo's files")
+    if args.seed < 0:
+        raise ValueError(f"--seed must be a whole number >= 0, got {args.seed}")
     from ..demo import DEMO_MODELS, run_demo
 
     run_demo(args.out, seed=args.seed, device=args.device, models=tuple(args.model or DEMO_MODELS))

@@ -43,7 +43,28 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
+def check_arguments(args) -> None:
+    """Paths and numbers checked before the model and the data load."""
+    from .checks import check_input_file, check_weights
+
+    if not (args.data / "dataset.json").is_file():
+        raise ValueError(f"--data {args.data}: no dataset.json there; expected a dataset folder in the nnU-Net v2 / "
+                         "MSD layout (dataset.json, imagesTr, labelsTr)")
+    if args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"--out {args.out} is a file; expected a folder for the results")
+    check_weights(args.model, args.weights)
+    for option, path in (("--sam-checkpoint", args.sam_checkpoint), ("--sam2-checkpoint", args.sam2_checkpoint),
+                         ("--splits", args.splits)):
+        if path is not None:
+            check_input_file(path, option, "an existing file")
+    if args.max_cases is not None and args.max_cases < 1:
+        raise ValueError(f"--max-cases must be a whole number >= 1, got {args.max_cases}")
+    if args.fold < 0:
+        raise ValueError(f"--fold must be a whole number >= 0, got {args.fold}")
+
+
 def run(args) -> int:
+    check_arguments(args)
     from ..evaluation import (
         EvaluationConfig,
         PredictorOptions,

@@ -11,6 +11,8 @@ def add_parser(subparsers) -> None:
                                                "orientation code and intensity range.")
     parser.add_argument("image", help="NIfTI, NRRD, MHA/MHD file or DICOM series folder")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--allow-gaps", action="store_true",
+                        help="read a DICOM series with missing slices by resampling it onto a uniform grid")
     parser.set_defaults(func=run)
 
 
@@ -29,9 +31,12 @@ def describe(volume) -> dict:
 
 
 def run(args) -> int:
+    from .checks import check_input_image
+
+    check_input_image(args.image, "IMAGE")
     from ..io import read_image
 
-    info = describe(read_image(args.image))
+    info = describe(read_image(args.image, allow_gaps=args.allow_gaps))
     if args.json:
         print(json.dumps(info))
         return 0

@@ -10,6 +10,8 @@ from . import number_list
 
 #: Grid rotation used by --oblique: degrees about R, then A, then S.
 OBLIQUE_ROTATION_DEG_RAS = (12.0, -8.0, 20.0)
+#: The largest phantom written: 512^3 voxels (a large CT) already needs several GiB to generate.
+MAX_PHANTOM_VOXELS = 512 ** 3
 
 
 def add_parser(subparsers) -> None:
@@ -25,22 +27,44 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--size", type=number_list(3, "--size"), metavar="I,J,K",
                         help="image size in voxels (default: 96,96,64)")
     parser.add_argument("--oblique", action="store_true",
-                        help="rotate the voxel grid by %s degrees about R, A, S" % (OBLIQUE_ROTATION_DEG_RAS,))
+                        help=f"rotate the voxel grid by {OBLIQUE_ROTATION_DEG_RAS} degrees about R, A, S")
     parser.add_argument("--flip", nargs="?", const="i", metavar="AXES",
                         help="reverse the index order of these axes (letters of 'ijk'; bare --flip: i, "
                              "a mirrored, left-handed grid)")
     parser.set_defaults(func=run)
 
 
+def check_arguments(args) -> None:
+    """What can be checked before numpy and the generator load (nothing is created before)."""
+    from pathlib import Path
+
+    out = Path(args.out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"OUT_DIR {out} is a file; expected a folder for the dataset (new, empty, or an earlier "
+                         "phantom dataset to replace)")
+    if args.cases < 1:
+        raise ValueError(f"--cases must be a whole number >= 1, got {args.cases}")
+    if args.seed < 0:
+        raise ValueError(f"--seed must be a whole number >= 0, got {args.seed}")
+    if args.spacing is not None and min(args.spacing) <= 0:
+        raise ValueError(f"--spacing needs three positive mm values, got {','.join(f'{v:g}' for v in args.spacing)}")
+    if args.size is not None:
+        if not all(float(v).is_integer() and v >= 1 for v in args.size):
+            raise ValueError(f"--size needs three whole numbers of voxels, got {args.size}")
+        voxels = int(args.size[0]) * int(args.size[1]) * int(args.size[2])
+        if voxels > MAX_PHANTOM_VOXELS:
+            raise ValueError(f"--size {','.join(str(int(v)) for v in args.size)} is {voxels:,} voxels; expected at "
+                             f"most {MAX_PHANTOM_VOXELS:,} (512^3)")
+
+
 def run(args) -> int:
+    check_arguments(args)
     from ..phantoms import PhantomConfig, write_phantom_dataset
 
     options = {}
     if args.spacing is not None:
         options["spacing_ijk"] = tuple(args.spacing)
     if args.size is not None:
-        if not all(float(v).is_integer() for v in args.size):
-            raise ValueError(f"--size needs three whole numbers of voxels, got {args.size}")
         options["size_ijk"] = tuple(int(v) for v in args.size)
     if args.oblique:
         options["rotation_deg_ras"] = OBLIQUE_ROTATION_DEG_RAS

@@ -76,11 +76,32 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def run(args) -> int:
-    from ..training import TrainingConfig, train
+def check_arguments(args) -> None:
+    """Paths and numbers checked before torch loads (a typo is reported at once)."""
+    from .checks import check_input_file, check_positive_number
 
+    if not args.data.is_dir():
+        raise ValueError(f"--data {args.data}: no such folder; expected a dataset folder holding dataset.json "
+                         "(nnU-Net v2 / MSD layout)")
+    if not (args.data / "dataset.json").is_file():
+        raise ValueError(f"--data {args.data}: no dataset.json in it; expected a dataset folder in the nnU-Net v2 / "
+                         "MSD layout (dataset.json, imagesTr, labelsTr)")
+    if args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"--out {args.out} is a file; expected a folder for the run")
+    for option, path in (("--init", args.init), ("--sam-checkpoint", args.sam_checkpoint),
+                         ("--sam2-checkpoint", args.sam2_checkpoint), ("--splits", args.splits)):
+        if path is not None:
+            check_input_file(path, option, "an existing file")
+    check_positive_number(args.lr, "--lr")
+    check_positive_number(args.spacing, "--spacing")
     if args.export_official and args.model != "sam3d-adapter":
         raise ValueError("--export-official applies to --model sam3d-adapter")
+
+
+def run(args) -> int:
+    check_arguments(args)
+    from ..training import TrainingConfig, train
+
     config = TrainingConfig(
         model=args.model, data=args.data, label=args.label, out=args.out, config=args.config,
         sam_checkpoint=args.sam_checkpoint, sam2_checkpoint=args.sam2_checkpoint, init=args.init, epochs=args.epochs,

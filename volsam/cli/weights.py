@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 
+from ..methods import method_names
+
 
 def add_parser(subparsers):
     parser = subparsers.add_parser("weights", help="inspect checkpoint files",
@@ -20,8 +22,11 @@ def add_parser(subparsers):
                                description="Describe a checkpoint: kind, tensors, parameters (buffers separately) "
                                            "and trainable parameters under the method's freezing rule. Exits 1 "
                                            "for unknown, damaged or unusable files.")
-    inspect.add_argument("path", help="checkpoint file (.pth, .pth.tar, .pt, .safetensors)")
-    inspect.add_argument("--json", action="store_true", help="print one JSON object")
+    inspect.add_argument("path", help="checkpoint file (.pth, .pth.tar, .pt, .safetensors), or 'demo' for the "
+                                      "packaged demo models (as --weights demo takes)")
+    inspect.add_argument("--model", choices=method_names(),
+                         help="with 'demo': only this method's demo model (default: every method's)")
+    inspect.add_argument("--json", action="store_true", help="print one JSON object (one per line for 'demo')")
     parser.set_defaults(func=run)
     return parser
 
@@ -31,9 +36,18 @@ def run(args) -> int:
 
     from ..checkpoint_info import describe_checkpoint
 
-    report = describe_checkpoint(args.path)
-    if getattr(args, "json", False):
-        print(json.dumps(asdict(report)))
+    if args.path == "demo":
+        from ..methods import get_method
+
+        paths = [get_method(name).demo_weights() for name in ([args.model] if args.model else method_names())]
+    elif args.model:
+        raise ValueError("--model applies to 'demo' only; a file says what it is")
     else:
-        print("\n".join(report.lines()))
-    return 0 if report.usable else 1
+        paths = [args.path]
+    reports = [describe_checkpoint(path) for path in paths]
+    for index, report in enumerate(reports):
+        if getattr(args, "json", False):
+            print(json.dumps(asdict(report)))
+        else:
+            print(("\n" if index else "") + "\n".join(report.lines()))
+    return 0 if all(report.usable for report in reports) else 1

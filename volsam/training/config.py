@@ -127,8 +127,8 @@ class TrainingConfig:
             raise ValueError(f"--workers must be >= 0, got {self.workers}")
         if not (math.isfinite(self.spacing_mm) and self.spacing_mm > 0):
             raise ValueError(f"--spacing must be a positive number of mm, got {self.spacing_mm}")
-        if self.learning_rate is not None and not self.learning_rate > 0:
-            raise ValueError(f"--lr must be positive, got {self.learning_rate}")
+        if self.learning_rate is not None and not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError(f"--lr must be a finite number > 0, got {self.learning_rate}")
         if self.init is not None and not self.init.is_file():
             raise ValueError(f"--init {self.init}: no such file")
         names = self.defaults.config_names

@@ -79,11 +79,16 @@ def train(config: TrainingConfig) -> TrainingResult:
     if config.amp and device.type not in ("cuda", "cpu"):
         raise ValueError(f"--amp is supported on CUDA and CPU devices, not {device.type}")
     _check_run_folder(config, context)
+    created = [folder for folder in (config.out, config.cache_dir) if folder is not None and not folder.exists()]
     context.start(device)
     previous_handler = _stop_on_sigterm()
     try:
         data = _prepare_data(config, context)
         return _run(config, context, device, data)
+    except ValueError:
+        if context.is_main:
+            _remove_untrained(created, config.out)
+        raise
     finally:
         if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)
@@ -101,6 +106,24 @@ def _stop_on_sigterm():
         raise KeyboardInterrupt
 
     return signal.signal(signal.SIGTERM, interrupt)
+
+
+def _remove_untrained(created: list[Path], out: Path) -> None:
+    """After an input error, remove the run and cache folders this run created, unless a
+    checkpoint was written into them (an error never leaves a folder behind, nor loses a model)."""
+    import shutil
+
+    if any(out.glob("*.safetensors")):
+        return
+    for folder in created:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _ignore_sigterm_in_worker(worker_id: int) -> None:
+    """Data-loading workers leave SIGTERM to the training process: a scheduler's SIGTERM to the
+    whole process group then stops the run cleanly ("interrupted") and the loader shuts its
+    workers down, instead of dead workers ending the run in a DataLoader traceback."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 # --- preparation ------------------------------------------------------------------------------------
@@ -301,6 +324,7 @@ def _run(config: TrainingConfig, context, device, data: _PreparedData) -> Traini
         sampler=_EpochSampler(task.training_items, steps_per_epoch * batch, context.rank, context.world_size,
                               config.seed, first_epoch),
         batch_size=None, collate_fn=_keep, num_workers=config.workers, persistent_workers=config.workers > 0,
+        worker_init_fn=_ignore_sigterm_in_worker if config.workers > 0 else None,
         prefetch_factor=2 if config.workers > 0 else None)
     samples = iter(loader)
     main = context.is_main
@@ -344,6 +368,9 @@ def _run(config: TrainingConfig, context, device, data: _PreparedData) -> Traini
                     scaled = loss / batch
                     (scaler.scale(scaled) if scaler is not None else scaled).backward()
                 step_loss += float(loss.detach()) / batch
+            if not math.isfinite(step_loss):
+                raise ValueError(f"the training loss became {step_loss} at step {step + 1}: the run diverged "
+                                 "(try a lower --lr, or leave out --amp); checkpoints of earlier epochs are kept")
             if scaler is not None:
                 for optimizer in optimizers:
                     scaler.unscale_(optimizer)

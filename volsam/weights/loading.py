@@ -97,9 +97,26 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> Loade
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: the file is empty; expected {' or '.join(ACCEPTED_FORMATS)}")
     sidecar = _sidecar_config(path)
-    if is_safetensors(path):
+    if is_safetensors(path) or path.suffix.lower() == ".safetensors":
+        _check_safetensors_header(path)
         return _load_safetensors(path, map_location, sidecar)
     return LoadedCheckpoint(path, "torch", _load_torch(path, map_location), sidecar=sidecar)
+
+
+def _check_safetensors_header(path: Path) -> None:
+    """The u64 header length must fit the file, before safetensors (or torch.load, which hands
+    ``.safetensors`` files to it) reads it: an absurd length is a damaged file, not a crash."""
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(9)
+    if len(head) < 9:
+        raise CheckpointError(f"{path}: truncated safetensors file ({size} bytes; expected an 8-byte header "
+                              "length and a JSON header)")
+    (length,) = struct.unpack("<Q", head[:8])
+    if length > size - 8 or head[8:9] != b"{":
+        raise CheckpointError(f"{path}: damaged or truncated safetensors file: its header length field says "
+                              f"{length:,} bytes of JSON header, the file holds {size - 8:,} bytes after it"
+                              + ("" if head[8:9] == b"{" else " and no JSON object follows"))
 
 
 def _load_safetensors(path: Path, map_location: str, sidecar: dict | None) -> LoadedCheckpoint:
@@ -109,7 +126,7 @@ def _load_safetensors(path: Path, map_location: str, sidecar: dict | None) -> Lo
         with safe_open(str(path), framework="pt", device=str(map_location)) as handle:
             metadata = dict(handle.metadata() or {})
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (not a dict)
-    except (SafetensorError, OSError, ValueError) as error:
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
         raise CheckpointError(f"{path}: damaged or truncated safetensors file ({error})") from None
     return LoadedCheckpoint(path, "safetensors", tensors, metadata, sidecar)
 

@@ -282,8 +282,11 @@ def _frozen_sam_key(model_key: str) -> bool:
         and not is_trainable(model_key)
 
 
-def project_problems(config: Sam3DAdapterConfig, state: Mapping) -> list[str]:
-    expected = build_sam3d_adapter(config, device="meta").state_dict()
+def project_problems(config: Sam3DAdapterConfig, state: Mapping, expected: Mapping | None = None) -> list[str]:
+    """Layout problems of ``state`` against the model of ``config`` (``expected``: its state
+    dict when the caller has built it already)."""
+    if expected is None:
+        expected = build_sam3d_adapter(config, device="meta").state_dict()
     given = dict(state)
     for key in expected:  # the deterministic masks may be left out
         if key.endswith(".attn_mask") and key not in given:
@@ -388,7 +391,8 @@ def detect_project_checkpoint(loaded: LoadedCheckpoint) -> CheckpointReport | No
     except CheckpointError as error:
         return CheckpointReport(str(loaded.path), PROJECT_KIND, False, "volsam 3DSAM-adapter checkpoint, unreadable",
                                 problems=[str(error)])
-    problems = project_problems(config, state)
+    expected = build_sam3d_adapter(config, device="meta").state_dict()  # built once for both checks
+    problems = project_problems(config, state, expected)
     named = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
     notes = [(f"configuration: {config.name} (crop {config.crop_size}^3, embed {config.image_encoder.embed_dim}, "
               f"depth {config.image_encoder.depth})")]
@@ -396,11 +400,10 @@ def detect_project_checkpoint(loaded: LoadedCheckpoint) -> CheckpointReport | No
         notes.append("provenance: " + json.dumps(provenance, sort_keys=True))
     if not any(k.endswith("attn_mask") for k in named):
         notes.append("shift masks are computed on load (not stored)")
-    expected = build_sam3d_adapter(config, device="meta").state_dict()
     left_out = [k for k in expected if _frozen_sam_key(k) and k not in state]
     if left_out:
         notes.append(f"SAM's {len(left_out)} frozen tensors are left out: loading needs the SAM ViT-B checkpoint")
-        problems = project_problems(config, {**state, **{k: None for k in left_out}})
+        problems = project_problems(config, {**state, **{k: None for k in left_out}}, expected)
     return CheckpointReport(str(loaded.path), PROJECT_KIND, not problems,
                             f"volsam 3DSAM-adapter checkpoint ({config.name})", **_count(named, is_trainable),
                             trainable_rule="official 3DSAM-adapter freezing", notes=notes, problems=problems)

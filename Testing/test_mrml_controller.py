@@ -23,13 +23,19 @@ vtk = pytest.importorskip("vtk")
 
 from conftest import rotation  # noqa: E402
 from conftest_controller import StandInMethod  # noqa: E402
-from conftest_mrml import paint, raw_labelmap, same_segment_contents  # noqa: E402
+from conftest_mrml import (  # noqa: E402
+    check_stroke_after_a_step_is_its_own_step,
+    paint,
+    raw_labelmap,
+    same_segment_contents,
+)
 
 from volsam.geometry import Box, Volume  # noqa: E402
 from volsam.methods import WeightsChoice  # noqa: E402
 from volsam.mrml import standalone_scene, volume_node_from_volume  # noqa: E402
 from volsam.mrml.controller import InteractionController, range_boundary_slices  # noqa: E402
 from volsam.mrml.nodes import control_point_ras, prompt_markups_node  # noqa: E402
+from volsam.mrml.segments import ensure_segment, set_reference_geometry  # noqa: E402
 from volsam.mrml.worker import ModelWorker  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -194,13 +200,15 @@ def test_a_box_outside_the_image_is_refused_and_taken_away(controller):
 
 def test_undo_redo_after_point_box_paint_and_propagation_is_bit_exact_at_every_step(controller):
     """The must-show sequence: each step's segment recorded, then undone to the start and redone
-    to the end, comparing the raw labelmap at every step (Segment Editor painting included)."""
+    to the end, comparing the raw labelmap at every step (a Segment Editor stroke is a step too)."""
     segmentation, segment_id = controller.segmentation_node, controller.state.segment_id
     volume = controller.volume
     stroke = np.zeros(volume.shape_kji, bool)
     stroke[2:4, 2:5, 2:6] = True
-    paint(segmentation, segment_id, volume, stroke)  # painted with Segment Editor before any prompt
     states = [segment_raw(controller)]
+    paint(segmentation, segment_id, volume, stroke)  # painted with Segment Editor before any prompt
+    assert np.array_equal(controller.interaction.current_mask().astype(bool), stroke)
+    states.append(segment_raw(controller))
     place_point(controller, "positive", (18, 15, 6))
     controller.wait_idle(timeout=30)
     states.append(segment_raw(controller))
@@ -220,8 +228,7 @@ def test_undo_redo_after_point_box_paint_and_propagation_is_bit_exact_at_every_s
     for expected in reversed(states[:-1]):
         controller.undo()
         assert same_segment_contents(segment_raw(controller), expected)
-    assert not controller.state.can_undo
-    assert np.array_equal(controller.interaction.current_mask().astype(bool), stroke)
+    assert not controller.state.can_undo and not controller.interaction.current_mask().any()
     for expected in states[1:]:
         controller.redo()
         assert same_segment_contents(segment_raw(controller), expected)
@@ -256,6 +263,90 @@ def test_the_next_prompt_sees_segment_editor_painting_and_app_strokes_alike(cont
     controller.undo()
     controller.undo()  # the app stroke; the editor's stroke stays (it came before both)
     assert np.array_equal(controller.interaction.current_mask().astype(bool), editor_stroke)
+
+
+def test_a_segment_editor_stroke_after_the_last_step_is_an_undo_step_of_its_own(controller):
+    """Defect: a stroke made after the last step was no step: undo restored the step's box from
+    its before-patch, overwriting the stroke there, and redo could not bring it back."""
+    check_stroke_after_a_step_is_its_own_step(controller, lambda: place_point(controller, "positive", (18, 15, 6)))
+
+
+def test_a_segment_editor_stroke_in_a_layer_shared_with_another_segment_is_undone_exactly(scene, method):
+    volume = oblique_volume()
+    volume_node = volume_node_from_volume(scene, volume, "phantom")
+    segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    segmentation.CreateDefaultDisplayNodes()
+    set_reference_geometry(segmentation, volume)
+    lesion_id, organ_id = ensure_segment(segmentation, None, "Lesion"), ensure_segment(segmentation, None, "Organ")
+    organ = np.zeros(volume.shape_kji, bool)
+    organ[4:9, 12:18, 15:22] = True  # under the click
+    paint(segmentation, organ_id, volume, organ)
+    segmentation.GetSegmentation().CollapseBinaryLabelmaps()
+    assert segmentation.GetSegmentation().GetNumberOfLayers() == 1
+    controller = InteractionController(scene, method)
+    try:
+        controller.initialize(volume_node, segmentation, lesion_id, weights=WeightsChoice("demo"), device="cpu")
+        controller.wait_idle(timeout=60)
+        assert controller.state.segment_id == lesion_id
+        check_stroke_after_a_step_is_its_own_step(
+            controller, lambda: place_point(controller, "positive", (18, 15, 6)), others=(organ_id,))
+        assert segmentation.GetSegmentation().GetNumberOfLayers() == 1
+    finally:
+        controller.close()
+
+
+def test_a_stroke_shows_as_undoable_at_once_and_poll_takes_it_in_between_jobs(controller):
+    segmentation, segment_id = controller.segmentation_node, controller.state.segment_id
+    before = segment_raw(controller)
+    stroke = np.zeros(controller.volume.shape_kji, bool)
+    stroke[3, 4:7, 5:9] = True
+    assert not controller.state.can_undo
+    paint(segmentation, segment_id, controller.volume, stroke)  # the segmentation's event publishes the state
+    assert controller.state.can_undo and not controller.interaction.can_undo
+    controller.poll(0.0)  # between jobs: the stroke becomes a step
+    assert controller.interaction.can_undo and controller.state.message == "Edit in Segment Editor: one undo step."
+    painted = segment_raw(controller)
+    controller.undo()
+    assert same_segment_contents(segment_raw(controller), before) and not controller.state.can_undo
+    controller.redo()
+    assert same_segment_contents(segment_raw(controller), painted)
+    # Two strokes taken in at one time are one step; a poll with nothing new records nothing.
+    paint(segmentation, segment_id, controller.volume, np.roll(stroke, 5, axis=2))
+    paint(segmentation, segment_id, controller.volume, np.roll(stroke, 10, axis=2))
+    controller.poll(0.0)
+    controller.poll(0.0)
+    controller.undo()
+    assert same_segment_contents(segment_raw(controller), painted)
+
+
+def test_a_stroke_painted_while_a_prompt_runs_is_a_step_before_the_prompts(controller):
+    segmentation, segment_id = controller.segmentation_node, controller.state.segment_id
+    before = segment_raw(controller)
+    controller.session.gate.clear()  # the model holds the click
+    place_point(controller, "positive", (18, 15, 6))
+    assert controller.busy
+    stroke = np.zeros(controller.volume.shape_kji, bool)
+    stroke[6, 14:17, 10:30] = True  # across the click's ball and beyond it
+    stroke[2, 3:5, 3:5] = True  # far from it
+    paint(segmentation, segment_id, controller.volume, stroke)
+    painted = segment_raw(controller)
+    controller.session.gate.set()
+    controller.wait_idle(timeout=30)
+    clicked = segment_raw(controller)
+    assert controller.interaction.current_mask()[2, 3:5, 3:5].all()  # the click kept the far stroke
+    place_point(controller, "negative", (18, 15, 6))
+    controller.wait_idle(timeout=30)
+    assert controller.session.result[2, 3:5, 3:5].all()  # the next prompt saw the far stroke
+
+    controller.undo()  # the negative click
+    assert same_segment_contents(segment_raw(controller), clicked)
+    controller.undo()  # the click: the stroke is back where the click wrote
+    assert same_segment_contents(segment_raw(controller), painted)
+    controller.undo()  # the stroke
+    assert same_segment_contents(segment_raw(controller), before) and not controller.state.can_undo
+    controller.redo()
+    controller.redo()
+    assert same_segment_contents(segment_raw(controller), clicked)
 
 
 def test_reset_clears_prompts_and_segment_as_one_step(controller):

@@ -16,7 +16,12 @@ slicer = pytest.importorskip("slicer")
 vtk = pytest.importorskip("vtk")
 torch = pytest.importorskip("torch")
 
-from conftest_mrml import paint, raw_labelmap, same_segment_contents  # noqa: E402
+from conftest_mrml import (  # noqa: E402
+    check_stroke_after_a_step_is_its_own_step,
+    paint,
+    raw_labelmap,
+    same_segment_contents,
+)
 from conftest_sam2 import single_thread_torch  # noqa: E402,F401  (autouse: one torch thread on shared CI)
 
 from volsam.geometry import Box  # noqa: E402
@@ -79,8 +84,9 @@ def test_samadapt3d_clicks_and_painting_undo_and_redo_bit_exactly(phantom):
         volume = controller.volume
         stroke = np.zeros(volume.shape_kji, bool)
         stroke[1:3, 2:6, 2:6] = True
-        paint(controller.segmentation_node, controller.state.segment_id, volume, stroke)  # Segment Editor
         states = [segment_raw(controller)]
+        paint(controller.segmentation_node, controller.state.segment_id, volume, stroke)  # Segment Editor: a step
+        states.append(segment_raw(controller))
         controller.prompt_node("positive").AddControlPointWorld(vtk.vtkVector3d(*lesion_ras(phantom)))
         controller.wait_idle(timeout=600)
         assert dice(controller, phantom) > 0.6
@@ -95,6 +101,17 @@ def test_samadapt3d_clicks_and_painting_undo_and_redo_bit_exactly(phantom):
         undo_redo_all(controller, states)
         assert controller.prompt_node("positive").GetNumberOfControlPoints() == 1
         assert controller.prompt_node("negative").GetNumberOfControlPoints() == 1
+    finally:
+        controller.close()
+
+
+def test_samadapt3d_a_segment_editor_stroke_after_a_click_is_an_undo_step_of_its_own(phantom):
+    controller = open_controller("sam3d-adapter", phantom)
+    try:
+        node = controller.prompt_node("positive")
+        check_stroke_after_a_step_is_its_own_step(
+            controller, lambda: node.AddControlPointWorld(vtk.vtkVector3d(*lesion_ras(phantom))))
+        assert dice(controller, phantom) > 0.6  # the stroke is small: the click's mask stays
     finally:
         controller.close()
 

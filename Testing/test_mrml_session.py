@@ -31,6 +31,7 @@ from volsam.mrml import (  # noqa: E402
     volume_from_node,
     volume_node_from_volume,
 )
+from volsam.mrml.interaction import EDITOR_EDIT_LABEL  # noqa: E402
 from volsam.mrml.nodes import vtk_from_matrix  # noqa: E402
 from volsam.phantoms import TUMOR_LABEL, PhantomConfig, make_phantom  # noqa: E402
 from volsam.prompts import PointPrompt, point_prompt  # noqa: E402
@@ -242,9 +243,10 @@ def test_undo_after_three_clicks_restores_the_painted_segment_exactly(scene, pha
 
     assert tags == [2, 1, 0]
     assert same_segment_contents(raw_labelmap(segmentation, segment_id), painted)
-    assert interaction.undo() is None
     assert np.array_equal(interaction.current_mask().astype(bool), strokes)
-    for _ in range(3):
+    assert interaction.undo().label == EDITOR_EDIT_LABEL  # the strokes were a step of their own
+    assert not interaction.current_mask().any() and interaction.undo() is None
+    for _ in range(4):
         interaction.redo()
     assert same_segment_contents(raw_labelmap(segmentation, segment_id), after_third)
     interaction.undo()
@@ -405,6 +407,7 @@ def test_propagation_within_a_slice_range_and_undo_back_to_the_painting(scene):
         for _ in range(4):
             interaction.undo()
         assert same_segment_contents(raw_labelmap(segmentation, segment_id), painted)
-        assert session.confirmed_slices == () and not interaction.can_undo
+        assert session.confirmed_slices == () and interaction.undo().label == EDITOR_EDIT_LABEL
+        assert not interaction.current_mask().any() and not interaction.can_undo
     finally:
         torch.set_num_threads(threads)

@@ -293,9 +293,40 @@ def test_no_shortcut_is_a_key_slicer_binds_in_its_views():
     clashes = {keys for keys in ours if keys in shortcuts.SLICER_VIEW_KEYS or keys.lower() in shortcuts.SLICER_VIEW_KEYS}
     assert clashes == shortcuts.SHARED_WITH_SEGMENT_EDITOR  # undo and redo, as Segment Editor binds them
     assert "R" not in ours and "r" in shortcuts.SLICER_VIEW_KEYS
+    # Segment Editor's unmodified letters and the markups toolbar's chords are Slicer's too.
+    assert {"z", "y", "q", "w", "i", "Ctrl+Shift+A", "Ctrl+Shift+T", "Ctrl+Shift+Space"} <= shortcuts.SLICER_VIEW_KEYS
     widget = ast.parse((SHARED / "widget.py").read_text())
     methods = {node.name for node in ast.walk(widget) if isinstance(node, ast.FunctionDef)}
     assert {action for _, _, action in shortcuts.SHORTCUTS} <= methods
+
+
+def _function(tree: ast.AST, name: str) -> ast.FunctionDef:
+    return next(node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef) and node.name == name)
+
+
+def _calls(function: ast.FunctionDef) -> list[str]:
+    return [ast.unparse(node) for node in ast.walk(function) if isinstance(node, ast.Call)]
+
+
+def test_the_embedded_segment_editor_shows_no_undo_of_its_own():
+    """One history: the module's undo covers Segment Editor strokes; the editor's own undo/redo
+    (qMRMLSegmentEditorWidget::setUndoEnabled hides its group box) would be a second one."""
+    source = (SHARED / "widget.py").read_text()
+    setup = _function(ast.parse(source), "setup")
+    assert "editor.setUndoEnabled(False)" in _calls(setup)
+    assert any(ast.unparse(node) == "editor = self.ui.segmentEditorWidget" for node in ast.walk(setup)
+               if isinstance(node, ast.Assign))
+    assert "qMRMLSegmentEditorWidget.cxx line 2235" in " ".join(source.split())
+
+
+def test_leaving_the_module_and_closing_the_scene_release_the_editor_as_slicer_does():
+    """Modules/Scripted/SegmentEditor/SegmentEditor.py lines 134-142."""
+    source = (SHARED / "widget.py").read_text()
+    tree = ast.parse(source)
+    exit_calls, close_calls = _calls(_function(tree, "exit")), _calls(_function(tree, "onSceneStartClose"))
+    assert {"editor.setActiveEffect(None)", "editor.removeViewObservations()"} <= set(exit_calls)
+    assert {"editor.setSegmentationNode(None)", "editor.removeViewObservations()"} <= set(close_calls)
+    assert source.count("SegmentEditor.py lines 134-142") >= 2
 
 
 # --- defect 7: the self-tests ------------------------------------------------------------------

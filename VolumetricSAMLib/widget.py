@@ -11,11 +11,15 @@ parameter node and the embedded Segment Editor to it, and shows its state:
   ignores re-entrant polls; nothing blocks, so quitting Slicer never waits). A wait cursor shows
   at once, a progress dialog only after about 2 s (deleted afterwards), with a Cancel button
   that cancels.
+* **One history**: the embedded Segment Editor's own undo and redo are hidden
+  (``setUndoEnabled(False)``); the module's Undo and Redo undo every step, Segment Editor strokes
+  included (the controller takes each stroke in as a step of its own).
 * **Leaving the module** deactivates the embedded Segment Editor's effect and its view
   observations, as Slicer's Segment Editor module does (``Modules/Scripted/SegmentEditor/
-  SegmentEditor.py``: ``exit`` calls ``setActiveEffect(None)`` and ``removeViewObservations()``;
-  ``onSceneStartClose`` calls ``setSegmentationNode(None)`` and ``removeViewObservations()``;
-  ``enter`` and ``onSceneEndClose`` call ``updateWidgetFromMRML()``), so Paint stops painting.
+  SegmentEditor.py`` lines 134-142: ``exit`` calls ``setActiveEffect(None)``,
+  ``uninstallKeyboardShortcuts()`` and ``removeViewObservations()``; ``onSceneStartClose`` calls
+  ``setSegmentationNode(None)`` and ``removeViewObservations()``; ``enter`` and
+  ``onSceneEndClose`` call ``updateWidgetFromMRML()``), so Paint stops painting.
 * **Shortcuts** (:mod:`volsam.mrml.shortcuts`) exist only while the module is shown.
 
 Widget names the code looks up are listed in :data:`SHARED_WIDGET_NAMES`; each module's ``.ui``
@@ -108,6 +112,11 @@ class PromptSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         editor.setMRMLSegmentEditorNode(self._segmentEditorNode())
         _callFirst(editor, ["setSourceVolumeNodeSelectorVisible", "setMasterVolumeNodeSelectorVisible"], False)
         editor.setSegmentationNodeSelectorVisible(False)
+        # One history: the module's Undo/Redo cover Segment Editor strokes too, so the editor's own
+        # undo/redo group box is hidden (qMRMLSegmentEditorWidget::setUndoEnabled does
+        # d->UndoRedoGroupBox->setVisible(enabled): Modules/Loadable/Segmentations/Widgets/
+        # qMRMLSegmentEditorWidget.cxx line 2235, Slicer commit 583e9b3).
+        editor.setUndoEnabled(False)
         editor.connect("currentSegmentIDChanged(QString)", self._onCurrentSegmentChanged)
 
         self.ui.positiveButton.connect("clicked()", self.placePositive)
@@ -162,8 +171,11 @@ class PromptSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self.ui.segmentEditorWidget.updateWidgetFromMRML()
 
     def exit(self) -> None:
-        # As Slicer's Segment Editor module does on exit: no effect stays active (Paint would keep
-        # painting in the views after leaving the module).
+        # As Slicer's Segment Editor module does on exit (Modules/Scripted/SegmentEditor/
+        # SegmentEditor.py lines 134-142: setActiveEffect(None), uninstallKeyboardShortcuts(),
+        # removeViewObservations()): no effect stays active (Paint would keep painting in the views
+        # after leaving the module). The embedded editor never installs its keyboard shortcuts (only
+        # the Segment Editor module does, on enter), so ours are what is removed here.
         editor = self.ui.segmentEditorWidget
         editor.setActiveEffect(None)
         editor.removeViewObservations()
@@ -176,7 +188,8 @@ class PromptSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
 
     def onSceneStartClose(self, caller, event) -> None:
-        # As Slicer's Segment Editor module does on scene close.
+        # As Slicer's Segment Editor module does on scene close (Modules/Scripted/SegmentEditor/
+        # SegmentEditor.py lines 134-142: setSegmentationNode(None), removeViewObservations()).
         editor = self.ui.segmentEditorWidget
         editor.setSegmentationNode(None)
         editor.removeViewObservations()

@@ -25,8 +25,12 @@ The Qt widgets and the browser app only wire their UI events to this object and 
   reset, and every edit made through the app (:meth:`record_edit`, e.g. a paint stroke), is one
   undo step; undo gives the segment back bit-exactly as it was before the step, painting
   included, and puts the prompts' markups back as they were (a box as a whole, centre, size and
-  orientation). Painting with Slicer's Segment Editor between steps is seen by the next step and
-  kept by undo of it.
+  orientation). Painting with Slicer's Segment Editor is one undo step of its own ("edit in
+  Segment Editor"), taken in before the next request (a prompt, an edit, undo, redo, reset, a
+  change of segment) and whenever :meth:`poll` finds no job running: undo after a stroke takes the
+  stroke away, bit-exactly, and redo brings it back. The controller observes the segmentation
+  node so that :attr:`ControllerState.can_undo` shows such a stroke at once (it is taken in
+  later, whole: one Segment Editor operation may modify the labelmap more than once).
 * **Changes under a job**: a segment selected during a job is applied after it (the job's result
   lands in the segment it started on); a volume whose voxels or geometry change is reopened before
   the next prompt; a scene closed during a job cancels it and drops its result, and the
@@ -182,6 +186,7 @@ class InteractionController:
         self._volume_node = None
         self._volume_state = None
         self._segmentation_node = None
+        self._segmentation_observations: list[tuple[Any, int]] = []
         self._last_initialize: _Initialize | None = None
         self._pending_points: list[tuple[str, str]] = []  # (role, control point id)
         self._committed = PromptMarkups()
@@ -243,7 +248,7 @@ class InteractionController:
             ready=interaction is not None and interaction.target is not None,
             busy=self._job is not None or bool(self._requests),
             message=self._message, error=self._error, progress=progress,
-            can_undo=interaction is not None and interaction.can_undo,
+            can_undo=interaction is not None and (interaction.can_undo or interaction.has_unrecorded_edits),
             can_redo=interaction is not None and interaction.can_redo,
             confirmed_slices=self._slices[0], pending_slices=self._slices[1],
             segment_id=interaction.segment_id if interaction is not None else None,
@@ -313,6 +318,7 @@ class InteractionController:
         try:
             job = self._job
             if job is None:
+                self._take_in_edits()
                 self._pump()
                 return False
             if not wait_for(job.future, timeout):
@@ -321,11 +327,46 @@ class InteractionController:
             self._job = None
             self._finish(job)
             self._read_slices()
+            if self._job is None and not self._requests:
+                self._take_in_edits()
             self._pump()
             return True
         finally:
             self._polling = False
             self._publish()
+
+    def _take_in_edits(self) -> None:
+        """Between jobs: painting made with Segment Editor since the last step becomes a step."""
+        interaction = self._interaction
+        if self._job is not None or interaction is None or interaction.target is None:
+            return
+        try:
+            step = interaction.take_in_edits(self._committed)
+        except ValueError:  # e.g. the segment was removed (SegmentGridError): the next request says so
+            logger.debug("taking in an edit failed", exc_info=True)
+            return
+        if step is not None:
+            self._say("Edit in Segment Editor: one undo step.")
+
+    def _observe_segmentation(self, segmentation_node) -> None:
+        """Observe the segmentation the history belongs to: a Segment Editor stroke shows as
+        something to undo at once (:meth:`_on_segmentation_modified`)."""
+        for node, tag in self._segmentation_observations:
+            node.RemoveObserver(tag)
+        self._segmentation_observations = []
+        if segmentation_node is None:
+            return
+        from slicer import vtkSegmentation
+
+        for event in (vtkSegmentation.SourceRepresentationModified, vtkSegmentation.SegmentModified):
+            self._segmentation_observations.append(
+                (segmentation_node, segmentation_node.AddObserver(event, self._on_segmentation_modified)))
+
+    def _on_segmentation_modified(self, node, event) -> None:
+        interaction = self._interaction
+        if interaction is None or interaction.writing or self._polling:
+            return
+        self._publish()
 
     def _finish(self, job: _Job) -> None:
         try:
@@ -452,6 +493,7 @@ class InteractionController:
         interaction = SegmentInteraction(opened.session, opened.volume)
         interaction.set_segment(segmentation_node, ensure_segment(segmentation_node, segment_id, "Lesion"))
         self._interaction = interaction
+        self._observe_segmentation(segmentation_node)
         self._observe_nodes()
         self._clear_prompt_markups()
 
@@ -725,7 +767,7 @@ class InteractionController:
         write_limit = self._write_limit()
         before = self._committed
         after = before if after is None else after
-        interaction.begin_step()
+        interaction.begin_step(before)
         session = interaction.session
 
         def apply(result) -> None:
@@ -842,7 +884,7 @@ class InteractionController:
 
     def _move(self, which: str) -> None:
         interaction = self._require_ready()
-        step = interaction.undo() if which == "undo" else interaction.redo()
+        step = interaction.undo(self._committed) if which == "undo" else interaction.redo(self._committed)
         if step is None:
             self._say(f"Nothing to {which}.")
             return
@@ -884,6 +926,7 @@ class InteractionController:
         interaction = self._require_ready()
         interaction.set_segment(segmentation_node, segment_id)
         self._segmentation_node = segmentation_node
+        self._observe_segmentation(segmentation_node)
         self._clear_prompt_markups()
         self._say(f"Working on segment '{interaction.target.name}'.")
 
@@ -937,6 +980,7 @@ class InteractionController:
         for node, tag in self._prompt_observations:
             node.RemoveObserver(tag)
         self._prompt_observations = []
+        self._observe_segmentation(None)
         self._prompt_nodes = {}
         self._pending_points = []
         self._committed = PromptMarkups()

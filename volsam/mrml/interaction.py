@@ -12,14 +12,26 @@ prompts the user may paint in the segment with Segment Editor. Two things keep t
   each changed box, taken just before and after each write, rather than from the session's
   buffer, which never saw the painting. Undo of a click therefore gives back the segment exactly
   as it was before that click, painting included (and, in a labelmap layer shared with other
-  segments, their voxels too).
+  segments, their voxels too);
+* painting made with Segment Editor is a step of this history of its own ("edit in Segment
+  Editor"), so undo takes the stroke away first and redo brings it back. This class keeps a
+  *shadow* of the segment's raw labelmap on the volume's grid (what
+  :meth:`~volsam.mrml.segments.SegmentOnGrid.read_raw` returns), updated only inside the boxes it
+  writes itself (steps, app edits, undo and redo), so it costs nothing per click (its memory:
+  one labelmap value per voxel of the volume, as much as the session's buffer). When the
+  labelmap changed since this class last wrote it (a cheap comparison of its address and
+  modification times), :meth:`~SegmentInteraction.take_in_edits` records the change as one step
+  whose before-patch comes from the shadow and after-patch from the segment, over the box where
+  they differ. That runs before every step, edit, undo, redo, reset and change of segment (and
+  the controller runs it between jobs), so a change nobody recorded is never overwritten.
 
 The rules of this history: every session step (a prompt, a run, a reset: one undo step of the
 session each, changed or not, as the protocol says) is one step here, and the session's own
 ``undo``/``redo`` are called alongside so its prompts follow; an edit made through the app
-(:meth:`~SegmentInteraction.edit`, e.g. a paint stroke in the browser) is one step of its own
-that the session does not know about. A step may carry the caller's state before and after it
-(the prompt markups), handed back by undo and redo.
+(:meth:`~SegmentInteraction.edit`, e.g. a paint stroke in the browser) and an edit made in
+Segment Editor are each one step of their own that the session does not know about. A step may
+carry the caller's state before and after it (the prompt markups), handed back by undo and redo
+(an edit in Segment Editor carries the caller's state at the time it was taken in, unchanged).
 
 Threads: everything here touches MRML and runs on the main thread, except the model work between
 :meth:`begin_step` and :meth:`finish_step` (the buffer is not touched meanwhile).
@@ -27,7 +39,8 @@ Threads: everything here touches MRML and runs on the main thread, except the mo
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +48,10 @@ import numpy as np
 
 from ..geometry import Box, Volume, union_boxes
 from ..sessions.history import Patch, PatchHistory, Step
-from .segments import SegmentOnGrid
+from .segments import SegmentGridError, SegmentOnGrid
+
+#: The label of a step taken in from Segment Editor (or any other writer of the labelmap).
+EDITOR_EDIT_LABEL = "edit in Segment Editor"
 
 
 @dataclass(frozen=True)
@@ -59,16 +75,19 @@ class _Note:
 
 
 class _RawSegment:
-    """A segment's raw labelmap as the history's target."""
+    """A segment's raw labelmap as the history's target; ``written(box)`` follows each write
+    (the shadow takes the box in)."""
 
-    def __init__(self, segment: SegmentOnGrid):
+    def __init__(self, segment: SegmentOnGrid, written: Callable[[Box], None]):
         self.segment = segment
+        self.written = written
 
     def read_box(self, box: Box) -> np.ndarray:
         return self.segment.read_raw(box)
 
     def write_box(self, values: np.ndarray, box: Box) -> None:
         self.segment.write_raw(values, box)
+        self.written(box)
 
 
 class SegmentInteraction:
@@ -89,17 +108,30 @@ class SegmentInteraction:
         self._buffer_box: Box | None = None
         self._synced_state = None
         self._step_open = False
+        # The segment's raw labelmap as this class last wrote or took it in (see the module
+        # docstring), where it may be nonzero, and the labelmap state it matches.
+        self._shadow: np.ndarray | None = None
+        self._shadow_box: Box | None = None
+        self._recorded_state = None
+        self._writing = 0
         session.set_target_buffer(self.buffer)
 
     # --- which segment ------------------------------------------------------------------------
     def set_segment(self, segmentation_node, segment_id: str) -> None:
         """Work on another segment: the session's prompts start over and the undo history is
         dropped (it belongs to the previous segment)."""
-        self.target = SegmentOnGrid(segmentation_node, segment_id, self.volume)
-        self._history = PatchHistory(_RawSegment(self.target), self.max_undo_steps)
+        if self.target is not None:
+            try:  # the previous history is dropped, but nothing is taken in halfway
+                self.take_in_edits()
+            except SegmentGridError:  # the previous segment (or its labelmap) is gone
+                pass
+        with self._write_guard():
+            self.target = SegmentOnGrid(segmentation_node, segment_id, self.volume)
+        self._history = PatchHistory(_RawSegment(self.target, self._shadow_follow), self.max_undo_steps)
         self.session.set_target_buffer(self.buffer)  # prompts and the session's history start over
         self._buffer_box = Box.full(self.volume.shape_kji)
         self._sync_buffer(force=True)
+        self._reset_shadow()
 
     @property
     def segment_id(self) -> str | None:
@@ -136,13 +168,94 @@ class SegmentInteraction:
         e.g. a slice the user corrected with Segment Editor, to give the session as a mask prompt."""
         return self._require_target().read(box)
 
+    # --- the shadow: edits this class did not make ----------------------------------------------
+    @contextmanager
+    def _write_guard(self) -> Iterator[None]:
+        """Mark this class's own writes (:attr:`writing`), and take the labelmap's state after them."""
+        self._writing += 1
+        try:
+            yield
+        finally:
+            self._writing -= 1
+            if self._writing == 0 and self.target is not None:
+                try:
+                    self._recorded_state = self._labelmap_state()
+                except SegmentGridError:
+                    self._recorded_state = None
+
+    @property
+    def writing(self) -> bool:
+        """True while this class writes the segment (its own modified events are not edits)."""
+        return self._writing > 0
+
+    def _reset_shadow(self) -> None:
+        target = self._require_target()
+        with self._write_guard():  # labelmap_box may put the labelmap on the volume's grid
+            box = target.labelmap_box()
+        dtype = target.read_raw(Box((0, 0, 0), (0, 0, 0))).dtype
+        self._shadow = np.zeros(self.volume.shape_kji, dtype)
+        if box is not None:
+            self._shadow[box.slices] = target.read_raw(box)
+        self._shadow_box = box
+
+    def _shadow_follow(self, box: Box) -> None:
+        """This class wrote ``box``: the shadow takes it in from the segment."""
+        values = self._require_target().read_raw(box)
+        if values.dtype != self._shadow.dtype:
+            self._shadow = self._shadow.astype(values.dtype)
+        self._shadow[box.slices] = values
+        self._shadow_box = union_boxes(self._shadow_box, box)
+
+    @property
+    def has_unrecorded_edits(self) -> bool:
+        """Whether the labelmap changed since this class last wrote it (cheap: no voxel is read;
+        the change may still turn out to change no voxel)."""
+        if self.target is None or self._history is None:
+            return False
+        try:
+            return self._labelmap_state() != self._recorded_state
+        except SegmentGridError:
+            return False
+
+    def take_in_edits(self, state: Any = None, label: str = EDITOR_EDIT_LABEL) -> SegmentStep | None:
+        """Record a change of the labelmap that this class did not make (painting with Segment
+        Editor) as one step of the history, not the session's: before from the shadow, after
+        from the segment, over the box where they differ. ``state``: the caller's state, kept by
+        the step (before and after). Returns the step, None when nothing changed (cheap then)."""
+        self._check_idle()
+        if not self.has_unrecorded_edits:
+            return None
+        target = self._require_target()
+        with self._write_guard():  # labelmap_box may put the labelmap on the volume's grid
+            now_box = target.labelmap_box()
+        region = union_boxes(self._shadow_box, now_box)
+        step = None
+        if region is not None:
+            current = target.read_raw(region)
+            if current.dtype != self._shadow.dtype:
+                self._shadow = self._shadow.astype(current.dtype)
+            before = self._shadow[region.slices]
+            changed = Box.from_mask(before != current)
+            if changed is not None:
+                inner = changed.slices
+                box = Box(np.add(region.start, changed.start), np.add(region.start, changed.stop))
+                patch = Patch.of(box, before[inner].copy(), current[inner].copy())
+                self._history.push(Step([patch], label, state, state, _Note(False, None)))
+                step = SegmentStep(box, label, state)
+            self._shadow[region.slices] = current
+        self._shadow_box = now_box
+        self._recorded_state = self._labelmap_state()
+        return step
+
     # --- recording ----------------------------------------------------------------------------
     def _write_recorded(self, values: np.ndarray, box: Box, history: PatchHistory) -> None:
         """Set the segment to the 0/1 ``values`` in ``box`` and record the raw change."""
         target = self._require_target()
-        before = target.read_raw(box)
-        target.write(values, box)
-        history.add(Patch.of(box, before, target.read_raw(box)))
+        with self._write_guard():
+            before = target.read_raw(box)
+            target.write(values, box)
+            self._shadow_follow(box)
+            history.add(Patch.of(box, before, self._shadow[box.slices].copy()))
 
     def _require_history(self) -> PatchHistory:
         self._require_target()
@@ -153,9 +266,11 @@ class SegmentInteraction:
             raise RuntimeError("a prompt is still running; wait for it to finish")
 
     # --- prompts ------------------------------------------------------------------------------
-    def begin_step(self) -> None:
-        """Before a prompt runs (main thread): bring the buffer up to date with the segment."""
+    def begin_step(self, state: Any = None) -> None:
+        """Before a prompt runs (main thread): take in edits made since the last step (``state``:
+        the caller's state now) and bring the buffer up to date with the segment."""
         self._check_idle()
+        self.take_in_edits(state)
         self._sync_buffer()
         self._step_open = True
 
@@ -169,6 +284,9 @@ class SegmentInteraction:
             raise RuntimeError("finish_step without begin_step")
         self._step_open = False
         history = self._require_history()
+        # Painting made while the model ran is a step of its own, before this one.
+        self.take_in_edits(state_before)
+        buffer_synced = self._labelmap_state() == self._synced_state
         history.begin(label, state_before, _Note(True, tag))
         if box is not None and not box.is_empty:
             box = box.clip_to(self.volume.shape_kji)
@@ -180,7 +298,7 @@ class SegmentInteraction:
             self._write_recorded(self.buffer[box.slices], box, history)
             written = box
         history.end(state_after, keep_unchanged=True)
-        if written is not None:
+        if written is not None and buffer_synced:
             self._synced_state = self._labelmap_state()
         return written
 
@@ -212,6 +330,7 @@ class SegmentInteraction:
         if tuple(brush.shape) != box.shape or box != box.clip_to(self.volume.shape_kji):
             raise ValueError(f"a brush of shape {brush.shape} does not fit box {box} inside the volume "
                              f"of shape {self.volume.shape_kji}")
+        self.take_in_edits(state)  # painting in Segment Editor before it is a step of its own
         self._sync_buffer()  # take in any painting made since (cheap when there was none)
         current = self.current_mask(box).astype(bool)
         stroke = np.asarray(brush) != 0
@@ -234,17 +353,23 @@ class SegmentInteraction:
     def can_redo(self) -> bool:
         return self._history is not None and self._history.can_redo
 
-    def undo(self) -> SegmentStep | None:
-        """Give the segment back as it was before the last step; None when there is none."""
-        return self._move("undo")
+    def undo(self, state: Any = None) -> SegmentStep | None:
+        """Give the segment back as it was before the last step; None when there is none. An
+        edit made in Segment Editor since the last step is taken in first (``state``: the
+        caller's state now), so it is what this undoes."""
+        return self._move("undo", state)
 
-    def redo(self) -> SegmentStep | None:
-        return self._move("redo")
+    def redo(self, state: Any = None) -> SegmentStep | None:
+        """Redo the last undone step (none after an edit made in Segment Editor since: it is a
+        new step, which forgets what could be redone)."""
+        return self._move("redo", state)
 
-    def _move(self, which: str) -> SegmentStep | None:
+    def _move(self, which: str, state: Any = None) -> SegmentStep | None:
         self._check_idle()
         history = self._require_history()
-        step: Step | None = history.undo() if which == "undo" else history.redo()
+        self.take_in_edits(state)
+        with self._write_guard():
+            step: Step | None = history.undo() if which == "undo" else history.redo()
         if step is None:
             return None
         session_box = None
@@ -261,6 +386,7 @@ class SegmentInteraction:
         the voxels and the session's prompts back)."""
         self._check_idle()
         history = self._require_history()
+        self.take_in_edits(state_before)
         self.session.reset()
         history.begin(label, state_before, _Note(True, None))
         box = self._require_target().labelmap_box()

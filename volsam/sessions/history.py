@@ -14,7 +14,8 @@ Two users declare their own rules on top of it:
 * :class:`volsam.mrml.interaction.SegmentInteraction` (the MRML layer): the target is a
   segment's raw labelmap (label values of every segment sharing the layer), so undo gives back
   exactly what was there, user painting and other segments included; it mirrors every session
-  step, changed or not, and records edits made through the app as steps of its own.
+  step, changed or not, and records edits made through the app and edits made in Segment Editor
+  as steps of their own.
 
 A step may carry the caller's state from before and after it (any immutable object): undo hands
 back the state before, redo the state after, so the caller's prompts and its voxels cannot get

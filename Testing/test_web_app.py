@@ -86,6 +86,9 @@ def page(running, browser):
     page = browser.new_page(viewport=VIEWPORT, accept_downloads=True)
     page.goto(running.url)
     view_area(page, "Red").wait_for(timeout=120_000)
+    # As a user must, wait for the model: binding it adds the controller's prompt markups nodes,
+    # and Slicer's markups logic makes a newly added markups node the one the views place into.
+    running.wait_until(lambda app: app.state.model_ready and not app.state.busy, 300, "the demo model")
     yield page
     page.close()
 

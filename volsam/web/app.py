@@ -160,6 +160,7 @@ class VolumetricSamApp:
 
         self.controller = None
         self._poll_task = None
+        self._surfaces_queued = False
         self._view_sizes: dict[str, tuple] = {}
         #: How many times the controller's state changed (tests wait for a button's effect on it).
         self.controller_updates = 0
@@ -277,6 +278,10 @@ class VolumetricSamApp:
                 self._view_sizes[view.get_singleton_tag()] = size
                 view.fit_view_to_content()
 
+    def fitted_size(self, view_tag: str) -> tuple | None:
+        """The size (pixels) a slice view was last fitted at, or None before its first fit."""
+        return self._view_sizes.get(view_tag)
+
     async def _poll_forever(self):
         while True:
             self._fit_resized_views()
@@ -343,13 +348,18 @@ class VolumetricSamApp:
             state.weights_needed = "" if needed is None else f"{needed.entry.filename} ({needed.reason})"
         if controller_state.segment_id and controller_state.segment_id != self.editor.active_segment_id:
             self.editor.set_active_segment_id(controller_state.segment_id)
-        self._keep_surfaces()
         self._refresh_segments()
+        # The state may change in the middle of a write into the segment (the controller observes
+        # the segmentation): rebuild the surfaces once that call is over, never inside it.
+        if not self._surfaces_queued:
+            self._surfaces_queued = True
+            asyncio.get_event_loop().call_soon(self._keep_surfaces)
 
     def _keep_surfaces(self) -> None:
         """Rebuild the 3D surfaces when a write into the labelmap dropped them: a segment
         written in place invalidates its derived representations, and nothing in this scene
         (unlike the Slicer application's segment editor) asks for them again."""
+        self._surfaces_queued = False
         if not self.segmentation_node.GetSegmentation().ContainsRepresentation(CLOSED_SURFACE):
             self.segmentation_node.CreateClosedSurfaceRepresentation()
 

@@ -146,10 +146,30 @@ def view_area(page, view_tag: str):
     return page.locator(f"div:has(> [data-view='{view_tag}']) > .remote-controlled-area")
 
 
+def wait_view_settled(running: RunningApp, page, view_tag: str, timeout: float = 120.0) -> None:
+    """Wait until a slice view has the size the page gives it and was fitted at that size (on a
+    loaded machine the page lays out late, and a fit after aiming would move the target)."""
+    def sizes(app):
+        return tuple(app.slicer.view_manager.get_view(view_tag).render_window().GetSize()), app.fitted_size(view_tag)
+
+    deadline = time.monotonic() + timeout
+    while True:
+        box = view_area(page, view_tag).bounding_box()  # playwright: on this thread only
+        size, fitted = running.call(sizes)
+        if (box is not None and abs(size[0] - box["width"]) <= 1 and abs(size[1] - box["height"]) <= 1
+                and fitted == size):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the {view_tag} view did not settle within {timeout:.0f} s")
+        time.sleep(0.1)
+
+
 def page_position_of_ras(running: RunningApp, page, view_tag: str, ras) -> tuple[float, float]:
     """Where on the page a slice view shows the RAS point ``ras`` (which must lie on its plane):
     the view's XY-to-RAS matrix inverted, VTK's bottom-up rows turned into the page's top-down."""
     import numpy as np
+
+    wait_view_settled(running, page, view_tag)
 
     def display_xy(app):
         from ..mrml.nodes import matrix_from_vtk

@@ -177,6 +177,7 @@ class SpherePredictor:
         self.model = types.SimpleNamespace(has_point_labels=False)
 
     def embed(self, crop):
+        crop = np.asarray(crop)  # the session's crop is a (CPU) tensor
         assert crop.shape == (self.crop_size,) * 3
         self.embedded.append(crop)
         return SphereEmbedding(crop)

@@ -15,7 +15,7 @@ from conftest_adapter import SpherePredictor, tiny_model
 
 from volsam.geometry import Box, Volume
 from volsam.models.sam3d_adapter.presets import get_preset
-from volsam.models.sam3d_adapter.crops import apply_negative_rule, keep_clicked_parts
+from volsam.models.sam3d_adapter.crops import NearestClick, apply_negative_rule, keep_clicked_parts
 from volsam.sessions.adapter_session import AdapterSession, AdapterSessionOptions
 
 pytest_plugins = ["conftest_adapter"]
@@ -123,8 +123,10 @@ def test_negative_clicks_remove_what_is_closer_to_them():
     assert session.add_point(voxel_ras(volume, (20, 20, 55)), positive=False) is None
     assert len(session.prompts.clicks) == 3
 
-    probability = np.ones((5, 5, 5), np.float32)
-    kept = apply_negative_rule(probability, np.array([[2.0, 2.0, 0.0]]), np.array([[2.0, 2.0, 4.0]]))
+    probability = torch.ones((5, 5, 5))
+    positive, negative = NearestClick((5, 5, 5), "cpu"), NearestClick((5, 5, 5), "cpu")
+    kept = apply_negative_rule(probability, positive.update(np.array([[2.0, 2.0, 0.0]])),
+                               negative.update(np.array([[2.0, 2.0, 4.0]])))
     assert kept[2, 2].tolist() == [1, 1, 1, 0, 0]  # the middle voxel is a tie and stays
 
 
@@ -151,11 +153,12 @@ def test_only_the_clicked_object_is_kept(mode):
     decoy = sessions[False] & ~sessions[True]
     assert decoy.sum() == 6 ** 3 and not sessions[True][:10, :10, :10].any()
 
-    parts = np.zeros((5, 5, 9), bool)
+    parts = torch.zeros((5, 5, 9), dtype=torch.bool)
     parts[1:3, 1:3, 1:3] = parts[1:3, 1:3, 5:8] = True
-    assert keep_clicked_parts(parts, np.array([[1, 1, 6]])).sum() == 12  # the clicked part
-    assert keep_clicked_parts(parts, np.array([[1, 1, 1], [2, 2, 7]])).sum() == 20  # both clicked
-    assert keep_clicked_parts(parts, np.array([[4, 4, 4], [9, 9, 9]])).sum() == 20  # none on a part: all
+    for method in ("label", "flood"):  # the host's labelling and the device's flood fill
+        assert keep_clicked_parts(parts, np.array([[1, 1, 6]]), method).sum() == 12  # the clicked part
+        assert keep_clicked_parts(parts, np.array([[1, 1, 1], [2, 2, 7]]), method).sum() == 20  # both clicked
+        assert keep_clicked_parts(parts, np.array([[4, 4, 4], [9, 9, 9]]), method).sum() == 20  # none on a part
 
 
 def test_undo_and_redo_restore_masks_exactly():

@@ -81,7 +81,7 @@ def test_state_stays_flat_while_propagating(present_model, monkeypatch):
     assert [r.slice_index for r in results] == list(range(2, 24))
     assert all(isinstance(r.mask, np.ndarray) and r.mask.shape == (20, 22) for r in results)
     assert max(s[1] for s in seen) == 15 and max(s[2] for s in seen) == 6 and {s[0] for s in seen} == {1}
-    assert len(state.features) <= tracker.config.feature_cache_slices
+    assert len(state.features) <= tracker.config.cached_feature_slices
 
 
 @pytest.mark.parametrize("early_stop_after, expected", [(3, 3), (1, 1), (0, 7)])

@@ -8,7 +8,8 @@ its package requires, a folder of JPEG frames, and the time to write them is cou
 (method, slice count) runs in a fresh subprocess, so its peak RSS is its own; on CUDA the peak
 allocated GPU memory is reported too.
 
-Figures: slices per second and the ratio volsam / stock (target on CPU: >= 1, not slower;
+``--warm`` times each run a second time in its process and reports that one (the first, cold,
+beside it). Figures: slices per second and the ratio volsam / stock (target on CPU: >= 1, not slower;
 with ``--repeats`` the fastest run of each configuration counts). The ratio is also given by
 process CPU time, which a machine shared with other work disturbs less than wall time;
 peak memory at the smallest and largest slice count, and how much more volsam's peak grows
@@ -17,6 +18,14 @@ count).
 
     python bench/sam2_propagation.py                         # hiera-tiny at 512 px, 50 and 200 slices
     python bench/sam2_propagation.py --slices 10 40 --image-size 256 --rows 256 --cols 256
+
+volsam's run is also broken into stages per slice (``bench/stages.py``): frames (stacking the
+slices on the host, the window, resize and normalisation on the device), transfer (the slices'
+one copy to the device per batch), network (encoder: the image encoder, batched; tracking:
+memory attention, decoder, memory encoder), post-processing (hole filling, kept object), mask
+to host (resize to the slice, threshold, copy back), history (writing it into the buffer) and
+the rest; with the share that is not the network, in percent. ``--encode-batch`` sets how many
+slices are encoded at once (``TrackerConfig.encode_batch``).
 
 Weights are random unless ``--sam2-checkpoint`` names an official SAM2.1 checkpoint: speed and
 memory do not depend on them.
@@ -39,6 +48,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run from a checkout without installing volsam
     sys.path.insert(0, str(REPO))
+from stages import StageClock, format_stages, load_average, matmul_gflops  # noqa: E402
+
+#: volsam's stages per slice (see the docstring).
+STAGES = ("frames", "transfer", "network (encoder)", "network (tracking)", "post-processing", "mask to host",
+          "history")
 METHODS = ("volsam", "stock")
 SAM2_CONFIG_FILES = {"tiny": "sam2.1_hiera_t.yaml", "small": "sam2.1_hiera_s.yaml",
                      "base_plus": "sam2.1_hiera_b+.yaml", "large": "sam2.1_hiera_l.yaml"}
@@ -69,19 +83,40 @@ def run_volsam(args, volume: np.ndarray, device) -> dict:
     from volsam.models.sam2_3dmed.tracker import TrackerConfig
     from volsam.sessions.propagation_session import PropagationSession, PropagationSessionConfig
 
+    import volsam.devices
+
     model = load_model(sam2_checkpoint=args.weights_file, image_size=args.image_size, device=device)
     loaded = peak_rss_mb()
     start, cpu_start = time.perf_counter(), time.process_time()
-    session = PropagationSession(model, PropagationSessionConfig(tracker=TrackerConfig(early_stop_after=0)))
+    tracker = TrackerConfig(early_stop_after=0, encode_batch=args.encode_batch, compile_mode=args.compile_mode)
+    session = PropagationSession(model, PropagationSessionConfig(tracker=tracker))
     buffer = np.zeros(volume.shape, dtype=np.uint8)
     session.open_volume(Volume.from_spacing(volume), buffer)
     middle = volume.shape[0] // 2
     session.add_point((volume.shape[2] / 2, volume.shape[1] / 2, middle), space="ijk")
-    outcome = session.run()
+    synchronize(device)
+    prompt_seconds = time.perf_counter() - start
+    result = {}
+    if args.stages:  # timed between synchronisations: a little slower than the plain run
+        clock = StageClock(device, STAGES)
+        clock.wrap(session._state.frames, "frames", "frames")
+        clock.wrap(volsam.devices, "to_device", "transfer")
+        clock.wrap(session.tracker, "_encode_images", "network (encoder)")
+        clock.wrap(model.sam2, "track_step", "network (tracking)")
+        clock.wrap(model.sam2, "_encode_new_memory", "network (tracking)")
+        clock.wrap(session.tracker, "_fill_holes", "post-processing")
+        clock.wrap(session.tracker, "_keep_parts", "post-processing")
+        clock.wrap(session.tracker, "_to_slice", "mask to host")
+        clock.wrap(session, "_write", "history")
+        outcome = []
+        result["stages"] = clock.measure(lambda: outcome.append(session.run()))
+        outcome = outcome[0]
+    else:
+        outcome = session.run()
     synchronize(device)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
-    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "slices": outcome.units_done + 1,
-            "rss_after_model_mb": loaded,
+    return {**result, "seconds": seconds, "cpu_seconds": cpu_seconds, "slices": outcome.units_done + 1,
+            "prompt_seconds": prompt_seconds, "rss_after_model_mb": loaded,
             "mask_voxels": int(np.count_nonzero(buffer))}
 
 
@@ -133,8 +168,13 @@ def child(args) -> None:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     volume = synthetic_ct(args.num_slices, args.rows, args.cols)
-    result = (run_volsam if args.child == "volsam" else run_stock)(args, volume, device)
-    result.update(method=args.child, num_slices=args.num_slices, peak_rss_mb=peak_rss_mb(),
+    run = run_volsam if args.child == "volsam" else run_stock
+    result = run(args, volume, device)
+    if args.warm:  # the same run again in this process: kernels chosen, allocator warm
+        cold = result["seconds"]
+        result = run(args, volume, device)
+        result["cold_seconds"] = cold
+    result.update(method=args.child, num_slices=args.num_slices, peak_rss_mb=peak_rss_mb(), load=load_average(),
                   volume_mb=volume.nbytes / 2**20, mask_mb=volume.size / 2**20, threads=torch.get_num_threads(),
                   device=str(device))
     if device.type == "cuda":
@@ -157,11 +197,17 @@ def make_weights(args, folder: Path) -> str:
     return str(path)
 
 
-def run_child(args, method: str, num_slices: int, weights: str) -> dict:
+def run_child(args, method: str, num_slices: int, weights: str, stages: bool = False) -> dict:
     command = [sys.executable, __file__, "--child", method, "--num-slices", str(num_slices),
                "--weights-file", weights, "--variant", args.variant, "--image-size", str(args.image_size),
                "--rows", str(args.rows), "--cols", str(args.cols), "--device", args.device,
-               "--threads", str(args.threads or 0)]
+               "--threads", str(args.threads or 0), "--encode-batch", str(args.encode_batch)]
+    if args.warm:
+        command.append("--warm")
+    if args.compile_mode:
+        command += ["--compile-mode", args.compile_mode]
+    if stages:
+        command.append("--stages")
     env = dict(os.environ, TQDM_DISABLE="1")
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=str(REPO), check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
@@ -181,6 +227,8 @@ def report(results: list[dict], counts: list[int]) -> None:
                 f"{r['peak_rss_mb']:>12.1f} {r['volume_mb'] + r['mask_mb']:>15.1f}")
         if "cuda_peak_allocated_mb" in r:
             line += f"  {r['cuda_peak_allocated_mb']:>12.1f}"
+        if "cold_seconds" in r:
+            line += f"  (cold: {r['slices'] / r['cold_seconds']:.3f} slices/s)"
         print(line)
     print()
     for n in counts:
@@ -200,8 +248,16 @@ def report(results: list[dict], counts: list[int]) -> None:
         if method == "volsam":
             line += f" (target: <= +10 %: {'met' if excess <= 0.10 * a['peak_rss_mb'] else 'NOT met'})"
         if "cuda_peak_allocated_mb" in a:
-            line += (f"; CUDA peak {a['cuda_peak_allocated_mb']:.1f} -> {b['cuda_peak_allocated_mb']:.1f} MB")
+            peaks = " -> ".join(f"{by[(method, n)]['cuda_peak_allocated_mb']:.1f}" for n in counts)
+            line += f"; CUDA peak at {', '.join(map(str, counts))} slices: {peaks} MB"
         print(line)
+    if any("cuda_peak_allocated_mb" in r for r in results):
+        for n in counts:
+            ours, stock = by[("volsam", n)], by[("stock", n)]
+            rate = ours["slices"] / ours["seconds"]
+            ratio = rate / (stock["slices"] / stock["seconds"])
+            print(f"GPU target, {n} slices: volsam {rate:.1f} slices/s (>= 100: {'met' if rate >= 100 else 'NOT met'}), "
+                  f"{ratio:.2f}x the stock predictor fed from JPEG frames (>= 2: {'met' if ratio >= 2 else 'NOT met'})")
 
 
 def main(argv=None) -> int:
@@ -215,6 +271,11 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch threads per run (0: torch's default)")
     parser.add_argument("--repeats", type=int, default=1, help="runs per configuration; the fastest counts")
     parser.add_argument("--sam2-checkpoint", help="official SAM2.1 checkpoint (default: random weights)")
+    parser.add_argument("--encode-batch", type=int, default=4, help="slices volsam encodes at once")
+    parser.add_argument("--compile-mode", default=None, help="torch.compile mode for volsam's image encoder")
+    parser.add_argument("--warm", action="store_true",
+                        help="time each run a second time in its process (the first is reported as cold)")
+    parser.add_argument("--stages", action="store_true", help="also run volsam once more per count, timing its stages")
     parser.add_argument("--child", choices=METHODS, help=argparse.SUPPRESS)
     parser.add_argument("--num-slices", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--weights-file", help=argparse.SUPPRESS)
@@ -230,7 +291,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as folder:
         weights = args.sam2_checkpoint or make_weights(args, Path(folder))
         print(f"SAM2.1 {args.variant} at {args.image_size} px, volume {args.rows} x {args.cols} per slice, "
-              f"device {args.device}, threads {args.threads or 'default'}, "
+              f"device {args.device}, threads {args.threads or 'default'}, encode batch {args.encode_batch}, "
+              f"matmul {matmul_gflops(args.threads or 2):.0f} GFLOP/s, load {load_average():.1f}, "
               f"weights {'random' if not args.sam2_checkpoint else args.sam2_checkpoint}", flush=True)
         best: dict[tuple[str, int], dict] = {}
         for repeat in range(args.repeats):
@@ -240,11 +302,16 @@ def main(argv=None) -> int:
                 for method in order:
                     result = run_child(args, method, n, weights)
                     print(f"  {method:7} {n:4} slices: {result['seconds']:.1f} s, peak RSS "
-                          f"{result['peak_rss_mb']:.0f} MB", flush=True)
+                          f"{result['peak_rss_mb']:.0f} MB (load {result['load']:.1f})", flush=True)
                     key = (method, n)
                     if key not in best or result["seconds"] < best[key]["seconds"]:
                         best[key] = result
+        staged = [run_child(args, "volsam", n, weights, stages=True) for n in counts] if args.stages else []
     report([best[(m, n)] for n in counts for m in METHODS], counts)
+    for result in staged:
+        slices = result["slices"] - 1  # the propagated ones (the prompted slice is timed apart)
+        print(f"volsam stages, {result['num_slices']} slices, per propagated slice: "
+              f"{format_stages(result['stages'], per=slices)} (load {result['load']:.1f})")
     return 0
 
 

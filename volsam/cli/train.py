@@ -94,8 +94,6 @@ def check_arguments(args) -> None:
             check_input_file(path, option, "an existing file")
     check_positive_number(args.lr, "--lr")
     check_positive_number(args.spacing, "--spacing")
-    if args.export_official and args.model != "sam3d-adapter":
-        raise ValueError("--export-official applies to --model sam3d-adapter")
 
 
 def run(args) -> int:

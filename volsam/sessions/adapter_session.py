@@ -24,6 +24,13 @@ predicted voxel that is closer (in mm) to a negative click than to every positiv
 crop is removed. A model fine-tuned with a point-label embedding (config flag) instead gets the
 negative clicks with label 0, and the rule is not used.
 
+On the device. The volume is put on the model's device once, when it is opened; the crop
+sampling, the intensity preset, the network, the negative-click rule, the map back onto the
+volume grid, the threshold and the kept-object step run there, and only the crop's box of the
+mask (uint8) comes back to the host (through pinned memory on CUDA). The negative-click rule's
+distance maps are kept per crop and extended click by click, so a refinement click costs the
+same whatever the number of clicks before it. On the CPU the same code runs on CPU tensors.
+
 Undo and redo are multi-level: every click (with the crops it opened) or reset is one step of
 :class:`~volsam.sessions.history.MaskHistory`, which keeps the mask patches compressed and the
 click state snapshotted with them.
@@ -36,13 +43,18 @@ from collections import OrderedDict
 from dataclasses import dataclass, replace
 
 import numpy as np
+import torch
 
+from ..devices import to_device
 from ..geometry import Box, Volume, union_boxes
 from ..models.sam3d_adapter.crops import (
+    KEEP_METHODS,
     CropGrid,
+    NearestClick,
     apply_negative_rule,
+    inside_axes,
     keep_clicked_parts,
-    outside_mask,
+    outer_and,
     sample_trilinear,
     spread_points,
 )
@@ -76,8 +88,13 @@ class AdapterSessionOptions:
     #: its positive clicks (all parts if none does). Off for the paper's own protocol, whose
     #: target may be several unclicked pieces.
     keep_connected: bool = True
+    #: How the kept object is found (``volsam.models.sam3d_adapter.crops.KEEP_METHODS``):
+    #: "auto" labels on the host on CPU and flood-fills on the device elsewhere.
+    keep_method: str = "auto"
 
     def __post_init__(self):
+        if self.keep_method not in KEEP_METHODS:
+            raise ValueError(f"keep_method must be one of {', '.join(KEEP_METHODS)}, got {self.keep_method!r}")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.max_growth_crops < 0 or self.max_cached_crops < 1 or self.growth_seeds < 1:
@@ -109,6 +126,16 @@ class CropState:
         return tuple(round(v, 4) for v in self.center_ijk)
 
 
+@dataclass
+class _CropCache:
+    """What a crop keeps on the device between clicks: the encoder output and, once a negative
+    click has come, the nearest-click distance maps of the negative-click rule."""
+
+    embedding: object
+    nearest_positive: NearestClick | None = None
+    nearest_negative: NearestClick | None = None
+
+
 @dataclass(frozen=True)
 class AdapterPrompts:
     """What undo/redo restores besides the mask."""
@@ -122,7 +149,7 @@ class AdapterSession(Session):
 
     Typical use::
 
-        session = AdapterSession(model, device="cpu")
+        session = AdapterSession(model, device="cuda")
         session.open_volume(volume)                  # optionally with a caller-owned buffer
         box = session.add_point(ras, positive=True)  # changed (k, j, i) box or None
         session.undo(); session.redo(); session.reset()
@@ -135,7 +162,9 @@ class AdapterSession(Session):
     def __init__(self, model=None, device="cpu", options: AdapterSessionOptions | None = None,
                  predictor=None) -> None:
         """``model``: a :class:`~volsam.models.sam3d_adapter.Sam3DAdapter` (moved to ``device``);
-        or ``predictor``: anything with the predictor's ``crop_size``/``embed``/``predict``."""
+        or ``predictor``: anything with the predictor's ``crop_size``/``embed``/``predict``
+        (``predict`` may return a numpy array or a tensor; without a ``device`` the session
+        works on the CPU)."""
         from ..models.sam3d_adapter.predictor import Sam3DAdapterPredictor
         from ..models.sam3d_adapter.presets import get_preset
 
@@ -146,17 +175,25 @@ class AdapterSession(Session):
         self.predictor = predictor or Sam3DAdapterPredictor(model, device, self.options.precision)
         self.crop_size = int(self.predictor.crop_size)
         self.uses_labels = bool(getattr(self.predictor.model, "has_point_labels", False))
+        self.device = torch.device(getattr(self.predictor, "device", "cpu"))
         self._volume: Volume | None = None
+        self._volume_tensor: torch.Tensor | None = None
+        self._pinned: torch.Tensor | None = None
         self._history: MaskHistory | None = None
         self._prompts = AdapterPrompts()
         self._embeddings: OrderedDict = OrderedDict()
 
     def warmup(self) -> None:
-        """Run the model once on an empty crop, so that the first click does not also pay for
-        kernel selection and allocator warm-up (costs one encoder pass)."""
+        """Click once on a blank volume in a throwaway session sharing this one's model, so
+        that the first real click pays for neither kernel selection and loading nor allocator
+        warm-up, in the network or in the voxel work around it (costs one encoder pass; this
+        session's volume, prompts and history are not touched)."""
         size = self.crop_size
-        embedding = self.predictor.embed(np.zeros((size,) * 3, np.float32))
-        self.predictor.predict(embedding, np.full((1, 3), size / 2))
+        # A threshold below every probability, so that the kept-object step has a mask to walk.
+        scratch = AdapterSession(predictor=self.predictor, options=replace(self.options, threshold=1e-9))
+        scratch.open_volume(Volume.from_spacing(np.zeros((size,) * 3, np.float32)))
+        scratch.add_point((size / 2,) * 3, space="ijk")
+        scratch.close()
 
     # --- volume and buffer -----------------------------------------------------------------------
     def open_volume(self, volume: Volume, target_buffer: np.ndarray | None = None) -> None:
@@ -167,6 +204,9 @@ class AdapterSession(Session):
         check_target_buffer(buffer, volume)
         self._volume = volume
         self._embeddings.clear()
+        self._volume_tensor = None  # the old volume's device memory goes before the new one comes
+        # Integer CT and float32 keep their dtype; each sampled block becomes float32 on the device.
+        self._volume_tensor = to_device(volume.array, self.device)
         self._history = MaskHistory(buffer)
         self._prompts = AdapterPrompts()
 
@@ -182,6 +222,8 @@ class AdapterSession(Session):
         """Forget the volume and the cached crop embeddings (device memory)."""
         super().close()
         self._volume = None
+        self._volume_tensor = None
+        self._pinned = None
         self._embeddings.clear()
 
     @property
@@ -229,56 +271,87 @@ class AdapterSession(Session):
     def _grid(self, crop: CropState) -> CropGrid:
         return CropGrid(np.asarray(crop.center_ijk, float), self._volume.spacing, self.crop_size)
 
-    def crop_image(self, grid: CropGrid) -> np.ndarray:
-        """The z-scored (S, S, S) crop in (D, H, W); outside the volume 0 (the dataset mean)."""
+    def crop_image(self, grid: CropGrid) -> torch.Tensor:
+        """The z-scored (S, S, S) crop in (D, H, W) on the device; outside the volume 0 (the
+        dataset mean)."""
         axes_kji = grid.volume_axes_kji()
-        crop = self.preset.apply(sample_trilinear(self._volume.array, axes_kji))
-        crop[outside_mask(axes_kji, self._volume.shape_kji)] = 0.0
-        return crop
+        crop = self.preset.apply_tensor(sample_trilinear(self._volume_tensor, axes_kji))
+        inside = outer_and(inside_axes(axes_kji, self._volume.shape_kji), self.device)
+        return crop.masked_fill_(~inside, 0.0)
 
-    def _embedding(self, crop: CropState):
+    def _cache(self, crop: CropState) -> _CropCache:
         key = crop.key
         if key in self._embeddings:
             self._embeddings.move_to_end(key)
             return self._embeddings[key]
-        embedding = self.predictor.embed(self.crop_image(self._grid(crop)))
-        self._embeddings[key] = embedding
+        cache = _CropCache(self.predictor.embed(self.crop_image(self._grid(crop))))
+        self._embeddings[key] = cache
         while len(self._embeddings) > self.options.max_cached_crops:
             self._embeddings.popitem(last=False)
-        return embedding
+        return cache
 
-    def _predict(self, crop: CropState, positives_dhw: np.ndarray, negatives_dhw: np.ndarray) -> np.ndarray:
-        """The crop's probability for clicks in crop coordinates (d, h, w)."""
-        embedding = self._embedding(crop)
+    def _predict(self, crop: CropState, positives_dhw: np.ndarray, negatives_dhw: np.ndarray) -> torch.Tensor:
+        """The crop's probability (S, S, S) on the device for clicks in crop coordinates (d, h, w)."""
+        cache = self._cache(crop)
         if self.uses_labels:
             points = np.concatenate([positives_dhw, negatives_dhw])
             labels = np.array([1] * len(positives_dhw) + [0] * len(negatives_dhw))
-            return self.predictor.predict(embedding, points[:, [0, 2, 1]], labels)
-        probability = self.predictor.predict(embedding, positives_dhw[:, [0, 2, 1]])
+            return self._network(cache.embedding, points[:, [0, 2, 1]], labels)
+        probability = self._network(cache.embedding, positives_dhw[:, [0, 2, 1]])
         if len(negatives_dhw):
-            probability = apply_negative_rule(probability, positives_dhw, negatives_dhw)
+            probability = self._negative_rule(cache, probability, positives_dhw, negatives_dhw)
         return probability
 
-    def _crop_probability(self, crop: CropState) -> np.ndarray:
+    def _network(self, embedding, points_dwh: np.ndarray, labels: np.ndarray | None = None) -> torch.Tensor:
+        probability = self.predictor.predict(embedding, points_dwh, labels)
+        return torch.as_tensor(probability, device=self.device)
+
+    def _negative_rule(self, cache: _CropCache, probability: torch.Tensor, positives_dhw: np.ndarray,
+                       negatives_dhw: np.ndarray) -> torch.Tensor:
+        if cache.nearest_positive is None:
+            cache.nearest_positive = NearestClick(probability.shape, self.device)
+            cache.nearest_negative = NearestClick(probability.shape, self.device)
+        return apply_negative_rule(probability, cache.nearest_positive.update(positives_dhw),
+                                   cache.nearest_negative.update(negatives_dhw))
+
+    def _crop_probability(self, crop: CropState) -> torch.Tensor:
         """Run the model on one crop with its seeds and the session's negative clicks."""
         grid = self._grid(crop)
         negatives = [c.ijk for c in self._prompts.clicks if not c.positive]
         negatives_dhw = grid.ijk_to_crop(np.array(negatives)) if negatives else np.zeros((0, 3))
         return self._predict(crop, grid.ijk_to_crop(np.array(crop.seeds)), negatives_dhw)
 
-    def _volume_mask(self, crop: CropState, probability: np.ndarray) -> tuple[Box, np.ndarray]:
-        """The crop's binary mask on the volume grid, over the crop's volume box."""
-        grid = self._grid(crop)
-        box = grid.volume_box(self._volume.shape_kji)
+    def _volume_mask(self, crop: CropState, probability: torch.Tensor) -> tuple[Box, np.ndarray]:
+        """The crop's binary mask on the volume grid, over the crop's volume box, on the host."""
+        box = self._grid(crop).volume_box(self._volume.shape_kji)
         if box.is_empty:
             return box, np.zeros(box.shape, np.uint8)
-        mask = sample_trilinear(probability, grid.crop_axes_kji(box)) > self.options.threshold
+        return box, self._to_host(self._map_to_volume(crop, probability, box))
+
+    def _map_to_volume(self, crop: CropState, probability: torch.Tensor, box: Box) -> torch.Tensor:
+        """The crop's probability resampled onto the volume voxels of ``box``, thresholded and
+        reduced to the clicked object: a bool tensor on the device."""
+        mask = sample_trilinear(probability, self._grid(crop).crop_axes_kji(box)) > self.options.threshold
         if self.options.keep_connected:
             seeds = np.round(np.array(crop.seeds))
-            mask = keep_clicked_parts(mask, seeds[:, ::-1].astype(int) - np.array(box.start))
-        return box, mask.astype(np.uint8)
+            mask = keep_clicked_parts(mask, seeds[:, ::-1].astype(int) - np.array(box.start),
+                                      self.options.keep_method)
+        return mask
 
-    def _apply_crop(self, crop: CropState, union: bool) -> np.ndarray:
+    def _to_host(self, mask: torch.Tensor) -> np.ndarray:
+        """A device mask as a host uint8 array: on CUDA through a reused pinned buffer (an
+        asynchronous copy, waited for here, as the history needs it next); on the CPU a view."""
+        mask = mask.to(torch.uint8)
+        if mask.device.type != "cuda":
+            return mask.cpu().numpy()
+        if self._pinned is None or self._pinned.numel() < mask.numel():
+            self._pinned = torch.empty(mask.numel(), dtype=torch.uint8, pin_memory=True)
+        host = self._pinned[:mask.numel()].view(mask.shape)
+        host.copy_(mask, non_blocking=True)
+        torch.cuda.current_stream(mask.device).synchronize()
+        return host.numpy()
+
+    def _apply_crop(self, crop: CropState, union: bool) -> torch.Tensor:
         probability = self._crop_probability(crop)
         box, mask = self._volume_mask(crop, probability)
         if not box.is_empty:
@@ -339,7 +412,7 @@ class AdapterSession(Session):
         self._history.commit(values, whole)
 
     # --- growth beyond the crop -------------------------------------------------------------------
-    def _grow(self, first: CropState, probability: np.ndarray) -> None:
+    def _grow(self, first: CropState, probability: torch.Tensor) -> None:
         budget = self.options.max_growth_crops
         queue = [(first, probability)]
         while queue and budget > 0:
@@ -363,17 +436,19 @@ class AdapterSession(Session):
                 return True
         return False
 
-    def _growth_candidates(self, crop: CropState, probability: np.ndarray) -> list[CropState]:
+    def _growth_candidates(self, crop: CropState, probability: torch.Tensor) -> list[CropState]:
         """Neighbouring crops for every crop face (inside the volume) that the mask reaches,
         the face with the most mask voxels first."""
         grid = self._grid(crop)
         size, half = self.crop_size, self.crop_size // 2
-        mask = probability > self.options.threshold
+        sides = (0, size - 1)
+        # The six faces (S x S each) come to the host in one copy; the crop stays on the device.
+        faces = torch.stack([probability.select(axis, side) for axis in range(3) for side in sides])
+        faces = (faces > self.options.threshold).cpu().numpy()
         candidates = []
         for axis in range(3):  # crop axes d, h, w
-            for side in (0, size - 1):
-                layer = np.take(mask, side, axis=axis)
-                voxels = np.argwhere(layer)
+            for n, side in enumerate(sides):
+                voxels = np.argwhere(faces[2 * axis + n])
                 if len(voxels) < self.options.growth_min_voxels:
                     continue
                 coordinates = np.insert(voxels.astype(float), axis, side, axis=1)  # (N, 3) d, h, w

@@ -112,6 +112,9 @@ class Sam2Recipe(TrainingRecipe):
         if config.crop is not None:
             raise ValueError("--crop applies to sam3d-adapter; sam2-3dmed trains on whole slices at its "
                              "configuration's image size (--clip-length sets the slices per clip)")
+        if config.export_official:
+            raise ValueError("--export-official writes the released 3DSAM-adapter layout; it applies to "
+                             "--model sam3d-adapter")
         scratch = config.config_name in config.defaults.from_scratch
         if not scratch and config.sam2_checkpoint is None and not config.train_encoder:
             raise ValueError(f"fine-tuning SAM2-3dMed {config.config_name} needs --sam2-checkpoint "

@@ -1,10 +1,12 @@
-"""Model inputs for the slices of a volume held in memory, made one slice at a time (spec D2, D3).
+"""Model inputs for the slices of a volume held in memory, made a few slices at a time (spec D2, D3).
 
 Intensities go to [0, 1] through a CT window (soft tissue by default) or, for MR and unknown
 modality, clipping at the 0.5 and 99.5 percentiles of the whole volume. Each slice is then
 resized to the model's square input, copied to 3 channels and normalised with the ImageNet
 mean and std, as SAM2 was trained. No image files are involved, and no frame is kept: a slice's
-input is made when the model needs its features.
+input is made when the model needs its features. The slices of a batch cross to the device in
+one copy in their own dtype (int16 CT in half the bytes of float32); the window, the resize and
+the normalisation run there.
 """
 
 from __future__ import annotations
@@ -83,8 +85,8 @@ def guess_modality(array: np.ndarray) -> str:
 class SliceFrames:
     """The model input of each slice of ``array`` across ``plane``, made on demand.
 
-    ``frame(s)`` returns a float32 tensor (3, S, S) on ``device``. The volume is held by
-    reference; nothing per slice is kept.
+    ``frames(slices)`` returns a float32 tensor (B, 3, S, S) on ``device``, ``frame(s)`` one
+    (3, S, S). The volume is held by reference; nothing per slice is kept.
     """
 
     def __init__(self, array: np.ndarray, plane: SlicePlane, value_range: tuple[float, float],
@@ -113,16 +115,23 @@ class SliceFrames:
         return self.plane.slice_shape
 
     def frame(self, slice_index: int) -> torch.Tensor:
-        import torch
+        return self.frames([slice_index])[0]
+
+    def frames(self, slice_indices) -> torch.Tensor:
+        """The inputs (B, 3, S, S) of the slices ``slice_indices``: their values cross to the
+        device in one copy (asynchronous, from pinned memory, on CUDA), the rest runs there."""
         import torch.nn.functional as F
 
-        if not 0 <= slice_index < len(self):
-            raise IndexError(f"slice {slice_index} outside 0..{len(self) - 1}")
-        values = np.asarray(self.plane.take(self.array, slice_index), dtype=np.float32)
-        unit = torch.from_numpy(np.ascontiguousarray(values)).to(self.device)
-        unit = ((unit - self.low) * self.scale).clamp_(0.0, 1.0)
+        from ...devices import to_device
+
+        slice_indices = [int(s) for s in slice_indices]
+        for slice_index in slice_indices:
+            if not 0 <= slice_index < len(self):
+                raise IndexError(f"slice {slice_index} outside 0..{len(self) - 1}")
+        values = np.stack([self.plane.take(self.array, s) for s in slice_indices])
+        unit = to_device(values, self.device).float()
+        unit = ((unit - self.low) * self.scale).clamp_(0.0, 1.0)[:, None]
         size = (self.image_size, self.image_size)
-        if tuple(unit.shape) != size:
-            unit = F.interpolate(unit[None, None], size=size, mode="bilinear", align_corners=False,
-                                 antialias=True)[0, 0]
-        return (unit.expand(3, *size) - self._mean) / self._std
+        if tuple(unit.shape[-2:]) != size:
+            unit = F.interpolate(unit, size=size, mode="bilinear", align_corners=False, antialias=True)
+        return (unit.expand(-1, 3, *size) - self._mean) / self._std

@@ -6,7 +6,9 @@ Each step calls ``SAM2Base.track_step`` exactly as the ``sam2`` video predictor 
 same post-processing, so with the BD fusion off the masks are the stock predictor's. What is
 different is what is kept: slice inputs and features are made when needed (a small LRU cache
 of features), the memory is bounded (:mod:`.memory`), and each finished mask is copied to host
-memory as it is produced.
+memory as it is produced. The frozen image encoder does not read the memory, so a propagation
+encodes the slices ahead of it in batches (``TrackerConfig.encode_batch``): on a GPU the encoder
+then runs at a batch's efficiency and the per-slice loop only waits for each mask's copy.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ _NO_OBJECT_LOGIT = -1024.0
 
 
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune")
 
 
 @functools.cache
@@ -66,15 +69,26 @@ class TrackerConfig:
     memory is encoded from that mask, so propagation neither jumps to another lesion nor
     runs on through tissue the object never reaches (off: the stock predictor's masks).
     ``precision``: "auto" runs under bfloat16 autocast on CUDA (as SAM2 is usually run there)
-    and in float32 elsewhere."""
+    and in float32 elsewhere. ``encode_batch``: slices a propagation encodes at once, the one
+    it needs and those after it in its direction (their features wait in the cache, which holds
+    at least a batch; 1: one slice at a time, as the stock predictor). ``compile_mode``: None,
+    or a ``torch.compile`` mode ("default", "reduce-overhead" for CUDA graphs, "max-autotune")
+    for the image encoder, whose batches are then padded to ``encode_batch`` slices so that it
+    sees one shape; off by default (it pays only for long propagations on a GPU)."""
 
     early_stop_after: int = 3
     fill_hole_area: int = 8
     feature_cache_slices: int = 2
     keep_connected: bool = True
     precision: str = "auto"
+    encode_batch: int = 4
+    compile_mode: str | None = None
 
     def __post_init__(self):
+        if self.encode_batch < 1:
+            raise ValueError(f"encode_batch must be >= 1, got {self.encode_batch}")
+        if self.compile_mode not in COMPILE_MODES:
+            raise ValueError(f"compile_mode must be one of {COMPILE_MODES}, got {self.compile_mode!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.early_stop_after < 0:
@@ -83,6 +97,12 @@ class TrackerConfig:
             raise ValueError(f"fill_hole_area must be >= 0, got {self.fill_hole_area}")
         if self.feature_cache_slices < 1:
             raise ValueError(f"feature_cache_slices must be >= 1, got {self.feature_cache_slices}")
+
+    @property
+    def cached_feature_slices(self) -> int:
+        """The feature cache's bound: a batch encoded ahead waits in it, beside the slice a
+        click is on."""
+        return max(self.feature_cache_slices, self.encode_batch + 1)
 
 
 @dataclass(frozen=True, eq=False)
@@ -163,6 +183,12 @@ class SliceTracker:
     def __init__(self, model: SAM2ThreeDMed, config: TrackerConfig | None = None):
         self.model = model
         self.config = config or TrackerConfig()
+        self._encode_images = model.sam2.forward_image
+        if self.config.compile_mode is not None:
+            import torch
+
+            self._encode_images = torch.compile(model.sam2.forward_image, mode=self.config.compile_mode,
+                                                dynamic=False)
 
     @property
     def device(self) -> torch.device:
@@ -174,7 +200,7 @@ class SliceTracker:
             raise ValueError(f"the volume has {plane.num_slices} slice across axis {plane.axis_name}; "
                              "propagation needs at least 2 (choose another slice direction)")
         frames = SliceFrames(array, plane, value_range, self.model.image_size, self.device)
-        return VolumeTrackingState(frames, BoundedCache(self.config.feature_cache_slices))
+        return VolumeTrackingState(frames, BoundedCache(self.config.cached_feature_slices))
 
     # --- one slice ------------------------------------------------------------------------------
     def predict_prompt(self, state: VolumeTrackingState, slice_index: int, prompt: SlicePrompt,
@@ -293,7 +319,8 @@ class SliceTracker:
         previous = None if start_mask is None else np.asarray(start_mask, dtype=bool)
         for slice_index in range(start + direction, stop, direction):
             with torch.inference_mode(), self._autocast():
-                feats, pos, sizes = self._features(state, slice_index)
+                feats, pos, sizes = self._features(state, slice_index, ahead=range(slice_index + direction,
+                                                                                 stop, direction))
                 out = sam2.track_step(
                     frame_idx=slice_index, is_init_cond_frame=False, current_vision_feats=feats,
                     current_vision_pos_embeds=pos, feat_sizes=sizes, point_inputs=None, mask_inputs=None,
@@ -324,15 +351,46 @@ class SliceTracker:
             raise ValueError(f"slice {slice_index} lies outside the volume (slices 0..{state.num_slices - 1} "
                              f"across axis {state.frames.plane.axis_name})")
 
-    def _features(self, state: VolumeTrackingState, slice_index: int):
+    def _features(self, state: VolumeTrackingState, slice_index: int, ahead=()):
+        """The image features of ``slice_index``; on a miss, those of the next slices of
+        ``ahead`` not yet cached are encoded with it, up to ``encode_batch`` slices at once."""
         cached = state.features.get(slice_index)
-        if cached is None:
-            sam2 = self.model.sam2
-            backbone_out = sam2.forward_image(state.frames.frame(slice_index)[None])
-            _, vision_feats, vision_pos_embeds, feat_sizes = sam2._prepare_backbone_features(backbone_out)
-            cached = (vision_feats, vision_pos_embeds, feat_sizes)
-            state.features.put(slice_index, cached)
-        return cached
+        if cached is not None:
+            return cached
+        batch = [slice_index]
+        for other in ahead:
+            if len(batch) >= self.config.encode_batch:
+                break
+            if state.features.get(other) is None:
+                batch.append(other)
+        # The nearest slice is put last, so that it is the freshest entry of the cache.
+        for other, features in reversed(list(zip(batch, self._encode(state, batch)))):
+            state.features.put(other, features)
+        return state.features.get(slice_index)
+
+    def _encode(self, state: VolumeTrackingState, slice_indices: list[int]) -> list[tuple]:
+        """Image features of several slices, encoded as one batch and handed out per slice in
+        the layout a one-slice batch has (so the tracker reads them as the stock predictor does)."""
+        import torch
+
+        images = state.frames.frames(slice_indices)
+        if self.config.compile_mode is not None and len(slice_indices) < self.config.encode_batch:
+            padding = images[-1:].expand(self.config.encode_batch - len(slice_indices), -1, -1, -1)
+            images = torch.cat([images, padding])
+        if self.config.compile_mode == "reduce-overhead":
+            # CUDA graphs replay into the same output memory: mark the step, keep copies.
+            torch.compiler.cudagraph_mark_step_begin()
+            backbone_out = {key: [x.clone() for x in value] if isinstance(value, list) else value
+                            for key, value in self._encode_images(images).items()}
+        else:
+            backbone_out = self._encode_images(images)
+        features = []
+        for n in range(len(slice_indices)):
+            one = {"backbone_fpn": [x[n:n + 1] for x in backbone_out["backbone_fpn"]],
+                   "vision_pos_enc": [x[n:n + 1] for x in backbone_out["vision_pos_enc"]]}
+            _, vision_feats, vision_pos_embeds, feat_sizes = self.model.sam2._prepare_backbone_features(one)
+            features.append((vision_feats, vision_pos_embeds, feat_sizes))
+        return features
 
     def _autocast(self):
         import contextlib

@@ -1,9 +1,10 @@
 """Embed once, prompt many: 3DSAM-adapter on crops already in the model's frame.
 
-:class:`Sam3DAdapterPredictor` takes numpy crops (z-scored, (D, H, W), 1 mm) and clicks in
-crop voxels, runs the model under ``torch.inference_mode`` on its device, with autocast when
-a reduced precision is asked for, and returns probabilities. The session above it handles
-volumes, physical coordinates and crops.
+:class:`Sam3DAdapterPredictor` takes crops (z-scored, (D, H, W), 1 mm; a tensor already on
+its device, or a numpy array) and clicks in crop voxels, runs the model under
+``torch.inference_mode`` on its device, with autocast when a reduced precision is asked for,
+and returns probabilities as a tensor on that device (nothing comes back to the host). The
+session above it handles volumes, physical coordinates and crops.
 """
 
 from __future__ import annotations
@@ -67,18 +68,18 @@ class Sam3DAdapterPredictor:
             return _strict_float32(self.device)
         return torch.autocast(self.device.type, dtype=self.autocast)
 
-    def embed(self, crop: np.ndarray) -> CropEmbedding:
+    def embed(self, crop: torch.Tensor | np.ndarray) -> CropEmbedding:
         """crop: (S, S, S) z-scored intensities in (D, H, W) order, S = the model's crop size."""
         size = self.crop_size
-        crop = np.asarray(crop, dtype=np.float32)
         if crop.shape != (size, size, size):
-            raise ValueError(f"expected a crop of shape {(size,) * 3} (D, H, W), got {crop.shape}")
-        tensor = torch.from_numpy(np.ascontiguousarray(crop)).to(self.device)[None, None]
+            raise ValueError(f"expected a crop of shape {(size,) * 3} (D, H, W), got {tuple(crop.shape)}")
+        tensor = torch.as_tensor(crop).to(self.device, torch.float32).contiguous()[None, None]
         with torch.inference_mode(), self._context():
             return self.model.embed(tensor)
 
-    def predict(self, embedding: CropEmbedding, points_dwh: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
-        """Tumour probability (S, S, S) in (D, H, W) for clicks (N, 3) given as [d, w, h] crop voxels."""
+    def predict(self, embedding: CropEmbedding, points_dwh: np.ndarray, labels: np.ndarray | None = None) -> torch.Tensor:
+        """Tumour probability (S, S, S) in (D, H, W), float32 on the device, for clicks (N, 3)
+        given as [d, w, h] crop voxels."""
         points = np.asarray(points_dwh, dtype=np.float32).reshape(-1, 3)
         if points.shape[0] == 0:
             raise ValueError("at least one click is needed")
@@ -86,5 +87,4 @@ class Sam3DAdapterPredictor:
         label_tensor = None if labels is None else torch.as_tensor(np.asarray(labels), device=self.device).long()
         with torch.inference_mode(), self._context():
             logits = self.model.predict(embedding, point_tensor, label_tensor).float()
-            probability = torch.softmax(logits, dim=1)[0, 1]
-        return probability.cpu().numpy()
+            return torch.softmax(logits, dim=1)[0, 1]

@@ -26,6 +26,11 @@ class IntensityPreset:
         clipped = np.clip(np.asarray(hounsfield, dtype=np.float32), self.clip_low, self.clip_high)
         return (clipped - np.float32(self.mean)) / np.float32(self.std)
 
+    def apply_tensor(self, hounsfield):
+        """:meth:`apply` on a float32 tensor, on its device (the same float32 arithmetic)."""
+        clipped = hounsfield.clamp(self.clip_low, self.clip_high)
+        return (clipped - float(np.float32(self.mean))) / float(np.float32(self.std))
+
 
 _DATASETS = (
     IntensityPreset("kits", -54, 247, 59.53867, 55.457336, "KiTS21 kidney tumours"),

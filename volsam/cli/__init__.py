@@ -20,7 +20,7 @@ import warnings
 from .. import __version__
 
 #: Verb modules in the order ``--help`` lists them.
-VERBS = ("info", "phantom", "metrics", "segment", "weights", "train", "evaluate", "demo")
+VERBS = ("info", "phantom", "metrics", "segment", "weights", "train", "evaluate", "demo", "app")
 
 #: Options whose value is a comma-separated list of numbers, which may start with a minus sign
 #: (RAS coordinates often do); argparse would read "-88.1,101.3,17.7" as an unknown option.

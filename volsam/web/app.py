@@ -37,8 +37,10 @@ CLOSED_SURFACE = "Closed surface"
 #: Window and level (HU) the demo phantom opens with.
 DEMO_WINDOW_LEVEL = (400.0, 40.0)
 EDIT_TOOLS = ("paint", "erase")
-#: Keys without Ctrl -> a prompt role to place, or a controller action (as in the desktop modules).
-SHORTCUT_ACTIONS = {"p": "positive", "n": "negative", "s": "next_segment", "r": "reset"}
+#: The desktop modules' shortcut actions (``volsam.mrml.shortcuts.SHORTCUTS``) -> a prompt role
+#: to place, or a controller action: one key table for Slicer and the browser.
+SHORTCUT_ACTIONS = {"placePositive": "positive", "placeNegative": "negative", "onNextSegment": "next_segment",
+                    "onReset": "reset", "onUndo": "undo", "onRedo": "redo"}
 #: The controller's methods that panel buttons call by name, without arguments.
 CONTROLLER_ACTIONS = frozenset({"run_pending", "undo", "redo", "reset", "next_segment", "propagate",
                                 "propagate_correction", "cancel"})
@@ -428,19 +430,21 @@ class VolumetricSamApp:
         self._guard(act)
 
     def shortcut(self, key: str, ctrl: bool, shift: bool) -> None:
-        """The desktop modules' keys: P and N place points, S next segment, R reset, Ctrl+Z undo,
-        Ctrl+Y or Ctrl+Shift+Z redo; other keys do nothing."""
-        key = key.lower()
-        if ctrl and (key == "y" or (key == "z" and shift)):
-            self.controller_action("redo")
-        elif ctrl and key == "z":
-            self.controller_action("undo")
-        elif not ctrl and key in SHORTCUT_ACTIONS:
-            action = SHORTCUT_ACTIONS[key]
-            if action in PROMPT_ROLES:
-                self.toggle_placing(action)
-            else:
-                self.controller_action(action)
+        """The desktop modules' keys (``volsam.mrml.shortcuts.SHORTCUTS``: P and N place points,
+        Ctrl+Shift+N next segment, Ctrl+Shift+X reset, Ctrl+Z undo, Ctrl+Y or Ctrl+Shift+Z redo);
+        other keys do nothing."""
+        from ..mrml.shortcuts import SHORTCUTS
+
+        pressed = (bool(ctrl), bool(shift), key.lower())
+        for keys, _, widget_action in SHORTCUTS:
+            *modifiers, letter = keys.split("+")
+            if pressed == ("Ctrl" in modifiers, "Shift" in modifiers, letter.lower()):
+                action = SHORTCUT_ACTIONS[widget_action]
+                if action in PROMPT_ROLES:
+                    self.toggle_placing(action)
+                else:
+                    self.controller_action(action)
+                return
 
     def confirm_shown_slice(self) -> None:
         """Confirm the slice that the view across the propagation axis shows."""

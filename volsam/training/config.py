@@ -99,7 +99,7 @@ class TrainingConfig:
     fold: int = 0
     spacing_mm: float = 1.0
     preset: str = "auto"
-    augmentation: str | None = None  # zoom3d / inplane / none; default from the preset
+    augmentation: str | None = None  # zoom3d / inplane / robust / none; default from the preset
     click_protocol: str = "3dsam"
     clip_length: int = 8
     window: str | None = None  # SAM2 intensity window; default from the modality
@@ -150,8 +150,8 @@ class TrainingConfig:
                                  "(its frozen encoder); for a model from scratch pick --config tiny-demo")
             if self.sam_checkpoint is not None and self.config_name != "vit_b":
                 raise ValueError(f"--sam-checkpoint initialises the vit_b configuration only, not {self.config_name!r}")
-            if self.click_protocol not in ("3dsam", "lesion"):
-                raise ValueError(f"--clicks must be 3dsam or lesion, got {self.click_protocol!r}")
+            if self.click_protocol not in ("3dsam", "lesion", "iterative"):
+                raise ValueError(f"--clicks must be 3dsam, lesion or iterative, got {self.click_protocol!r}")
         else:
             if self.sam_checkpoint is not None:
                 raise ValueError("--sam-checkpoint belongs to --model sam3d-adapter; sam2-3dmed starts from "

@@ -38,7 +38,15 @@ from ..clicks import (
 )
 from .cache import CachedCase
 
-CLICK_PROTOCOLS = ("3dsam", "lesion")
+CLICK_PROTOCOLS = ("3dsam", "lesion", "iterative")
+AUGMENTATIONS = ("zoom3d", "inplane", "robust", "none")
+#: "robust" appearance draws: contrast scale, extra noise (in units of intensity_shift, i.e.
+#: of 20 HU) and blur (voxels), each applied with probability APPEARANCE_PROBABILITY.
+ROBUST_CONTRAST_SCALE = (0.6, 1.5)
+ROBUST_NOISE = (0.0, 1.0)
+ROBUST_BLUR_SIGMA = (0.3, 1.2)
+ROBUST_ZOOM = (0.75, 1.35)  # per axis: slice spacings and in-plane pixel sizes vary by scanner
+APPEARANCE_PROBABILITY = 0.4
 
 
 @dataclass(frozen=True)
@@ -48,7 +56,10 @@ class AdapterSampling:
     ``intensity_shift``: largest random shift in z-score units (the official 20 HU / std).
     ``click_protocol``: "3dsam" (spec section 9, all foreground of the crop is the target) or
     "lesion" (the connected lesion at the crop's centre is the target, labelled positive and
-    negative clicks; crops are always centred on a lesion, each lesion of a case equally often).
+    negative clicks; crops are always centred on a lesion, each lesion of a case equally often)
+    or "iterative" (lesion crops; the task adds the iterative protocol's corrective click).
+    ``augmentation`` "robust": zoom3d with a separate zoom per axis, plus random contrast,
+    noise and blur, so the model meets scanner looks its data lacks.
     """
 
     crop_size: int
@@ -59,8 +70,8 @@ class AdapterSampling:
     crop_margin_factor: float = 1.2
 
     def __post_init__(self):
-        if self.augmentation not in ("zoom3d", "inplane", "none"):
-            raise ValueError(f"augmentation must be zoom3d, inplane or none, got {self.augmentation!r}")
+        if self.augmentation not in AUGMENTATIONS:
+            raise ValueError(f"augmentation must be one of {', '.join(AUGMENTATIONS)}, got {self.augmentation!r}")
         if self.click_protocol not in CLICK_PROTOCOLS:
             raise ValueError(f"click protocol must be one of {', '.join(CLICK_PROTOCOLS)}, got {self.click_protocol!r}")
         if self.crop_size < 8:
@@ -77,6 +88,9 @@ def _random_linear_map(augmentation: str, rng: np.random.Generator) -> np.ndarra
     if augmentation == "zoom3d":
         if rng.random() < 0.8:
             matrix = matrix / rng.uniform(0.85, 1.25)
+    elif augmentation == "robust":
+        if rng.random() < 0.8:
+            matrix = np.diag(1.0 / rng.uniform(*ROBUST_ZOOM, 3))
     elif augmentation == "inplane":
         if rng.random() < 0.3:  # rotation about D, in the H-W plane
             angle = rng.uniform(-math.pi / 6, math.pi / 6)
@@ -131,7 +145,7 @@ def adapter_training_sample(case: CachedCase, sampling: AdapterSampling,
     """One augmented crop: image (c, c, c) float32, target (c, c, c) uint8, clicks (N, 3)
     (k, j, i) in the crop and their labels (N,) bool."""
     box_start, box_stop = (np.asarray(v) for v in case.body_box)
-    if sampling.click_protocol == "lesion":
+    if sampling.click_protocol != "3dsam":
         # Always centred on a lesion, as inference centres its crop on a click; every lesion
         # equally often, as users click small ones as often as large ones (a random voxel
         # would pick a 30 mm lesion 27 times as often as a 10 mm one).
@@ -145,9 +159,25 @@ def adapter_training_sample(case: CachedCase, sampling: AdapterSampling,
     image = _resample_crop(case.image, center.astype(float), linear, sampling.crop_size, box_start, box_stop)
     label = _resample_crop(case.label, center.astype(float), linear, sampling.crop_size, box_start, box_stop) > 0.5
     image, label = _flips_and_turns([image, label], rng)
+    if sampling.augmentation == "robust":
+        image = _robust_appearance(image, sampling.intensity_shift, rng)
     if sampling.intensity_shift > 0 and rng.random() < 0.5:
         image = image + np.float32(rng.uniform(-sampling.intensity_shift, sampling.intensity_shift))
     return _with_clicks(image, label, sampling.click_protocol, rng, training=True)
+
+
+def _robust_appearance(image: np.ndarray, hu20: float, rng: np.random.Generator) -> np.ndarray:
+    """Random contrast (about the crop's median, so the lesion-organ difference scales), blur
+    and noise of a z-scored crop; ``hu20`` is 20 HU in its units."""
+    image = np.asarray(image, np.float32)
+    if rng.random() < APPEARANCE_PROBABILITY:
+        median = np.float32(np.median(image))
+        image = (image - median) * np.float32(rng.uniform(*ROBUST_CONTRAST_SCALE)) + median
+    if rng.random() < APPEARANCE_PROBABILITY:
+        image = ndimage.gaussian_filter(image, rng.uniform(*ROBUST_BLUR_SIGMA))
+    if hu20 > 0 and rng.random() < APPEARANCE_PROBABILITY:
+        image = image + rng.normal(0.0, rng.uniform(*ROBUST_NOISE) * hu20, image.shape).astype(np.float32)
+    return image
 
 
 def adapter_validation_sample(case: CachedCase, sampling: AdapterSampling,

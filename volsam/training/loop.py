@@ -255,7 +255,10 @@ def _make_task(config: TrainingConfig, data: _PreparedData, device):
     from .sam2_task import Sam2Task
     from .samples import ClipSampling
 
-    return Sam2Task(config, data.train, data.validation, ClipSampling(config.clip_length), device)
+    # --clicks iterative: the prompted slice also learns from corrective (negative) clicks.
+    corrective = 0.5 if config.click_protocol == "iterative" else 0.0
+    return Sam2Task(config, data.train, data.validation,
+                    ClipSampling(config.clip_length, corrective_click_probability=corrective), device)
 
 
 # --- the loop ---------------------------------------------------------------------------------------

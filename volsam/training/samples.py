@@ -234,12 +234,20 @@ def _with_clicks(image: np.ndarray, label: np.ndarray, protocol: str, rng: np.ra
 # --- SAM2-3dMed clips ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ClipSampling:
+    """``corrective_click_probability``: the share of click-prompted clips whose prompted slice
+    also gets the iterative protocol's corrective click (positive in the largest miss, negative
+    in the largest false positive of the model's first answer), so negative clicks are learnt."""
+
     clip_length: int = 8
     mask_prompt_probability: float = 0.5
+    corrective_click_probability: float = 0.0
 
     def __post_init__(self):
         if self.clip_length < 2:
             raise ValueError(f"clip length must be at least 2 slices, got {self.clip_length}")
+        if not 0 <= self.corrective_click_probability <= 1:
+            raise ValueError(f"corrective click probability must lie in [0, 1], got "
+                             f"{self.corrective_click_probability}")
 
 
 def sam2_clip_sample(case: CachedCase, sampling: ClipSampling, rng: np.random.Generator,
@@ -287,5 +295,9 @@ def sam2_clip_sample(case: CachedCase, sampling: ClipSampling, rng: np.random.Ge
     images = np.stack([np.asarray(case.image[s], np.float32) for s in slices])
     use_mask = (rng.random() < sampling.mask_prompt_probability) if mask_prompt is None else mask_prompt
     click_jk = region_center(masks[0])  # centre of the object on the prompt slice
+    # Drawn only when asked for, so runs without corrective clicks draw what they always did.
+    corrective = (not use_mask and sampling.corrective_click_probability > 0
+                  and rng.random() < sampling.corrective_click_probability)
     return {"images": images, "masks": masks, "slices": slices, "direction": int(direction),
-            "mask_prompt": bool(use_mask), "click_xy": np.array([click_jk[1], click_jk[0]], np.float64)}
+            "mask_prompt": bool(use_mask), "click_xy": np.array([click_jk[1], click_jk[0]], np.float64),
+            "corrective_click": bool(corrective)}

@@ -303,9 +303,9 @@ class SAM2VolumeLogic(PromptSegmentationLogic):
                 progress.update(done, total, "Propagating")
                 if progress.cancel.is_set():
                     session.cancel()
-            outcome = session.propagate(progress=report)
+            outcome = session.run(progress=report)
             if not outcome.completed:
-                progress.update(outcome.slices_done, outcome.slices_total, "Propagation cancelled")
+                progress.update(outcome.units_done, outcome.units_total, "Propagation cancelled")
             return outcome.changed
         return run, label
 

@@ -21,7 +21,7 @@ import torch
 from volsam.models.sam3d_adapter import build_sam3d_adapter
 from volsam.models.sam3d_adapter.window_attention import shift_mask
 
-LAYOUT_TSV = Path(__file__).resolve().parents[1] / "volsam" / "models" / "sam3d_adapter" / "official_layout.tsv"
+LAYOUT_TSV = Path(__file__).resolve().parent / "data" / "official_layout.tsv"
 
 # Counts stated by the specification's table (section 10).
 SPEC_PARAMETERS = 123_801_484

@@ -7,8 +7,6 @@ every expected voxel is computable; one test runs the real tiny model end to end
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 import pytest
 import torch
@@ -17,12 +15,8 @@ from conftest_adapter import SpherePredictor, tiny_model
 
 from volsam.geometry import Box, Volume
 from volsam.models.sam3d_adapter.presets import get_preset
-from volsam.sessions.adapter_session import (
-    AdapterSession,
-    AdapterSessionOptions,
-    apply_negative_rule,
-    keep_clicked_parts,
-)
+from volsam.models.sam3d_adapter.crops import apply_negative_rule, keep_clicked_parts
+from volsam.sessions.adapter_session import AdapterSession, AdapterSessionOptions
 
 pytest_plugins = ["conftest_adapter"]
 
@@ -49,7 +43,7 @@ def ramp_volume(name) -> Volume:
 def session_for(volume, radius=5.0, **options) -> tuple[AdapterSession, SpherePredictor]:
     predictor = SpherePredictor(crop_size=32, radius=radius)
     session = AdapterSession(predictor=predictor, options=AdapterSessionOptions(**options))
-    session.set_volume(volume)
+    session.open_volume(volume)
     return session, predictor
 
 
@@ -74,7 +68,7 @@ def test_clicks_land_on_the_clicked_voxels(geometry):
     preset = get_preset("ct")
     assert crop[16, 16, 16] == pytest.approx(preset.apply(volume.array[voxel]), abs=1e-4)
     # The whole crop is the ramp sampled on a 1 mm grid along the voxel axes, centred on the click.
-    grid = session._grid(session.state.crops[0])
+    grid = session._grid(session.prompts.crops[0])
     d, h, w = np.meshgrid(*[np.arange(32)] * 3, indexing="ij")
     ijk = grid.crop_to_ijk(np.stack([d, h, w], -1).reshape(-1, 3).astype(float))
     ras = volume.ijk_to_ras_points(ijk)
@@ -127,7 +121,7 @@ def test_negative_clicks_remove_what_is_closer_to_them():
     assert box is not None and box.contains_kji((20, 20, 25))
     # A negative click outside every crop changes nothing now but is remembered.
     assert session.add_point(voxel_ras(volume, (20, 20, 55)), positive=False) is None
-    assert len(session.state.clicks) == 3
+    assert len(session.prompts.clicks) == 3
 
     probability = np.ones((5, 5, 5), np.float32)
     kept = apply_negative_rule(probability, np.array([[2.0, 2.0, 0.0]]), np.array([[2.0, 2.0, 4.0]]))
@@ -150,7 +144,7 @@ def test_only_the_clicked_object_is_kept(mode):
     for keep in (True, False):
         session = AdapterSession(predictor=SphereAndDecoy(crop_size=32, radius=4.0),
                                  options=AdapterSessionOptions(mode=mode, keep_connected=keep, max_growth_crops=0))
-        session.set_volume(volume)
+        session.open_volume(volume)
         session.add_point(voxel_ras(volume, (20, 20, 20)))
         sessions[keep] = session.result.copy()
     assert sessions[True][20, 20, 20] and sessions[False][20, 20, 20]
@@ -170,7 +164,7 @@ def test_undo_and_redo_restore_masks_exactly():
     buffer[0, 0, :5] = 7  # the caller's own content outside every crop is never touched
     predictor = SpherePredictor(crop_size=32, radius=6.0)
     session = AdapterSession(predictor=predictor, options=AdapterSessionOptions(max_growth_crops=0))
-    session.set_volume(volume, buffer)
+    session.open_volume(volume, buffer)
     snapshots = [buffer.copy()]
     clicks = [((15, 30, 35), True), ((15, 40, 35), True), ((15, 30, 38), False), ((3, 5, 8), True)]
     for voxel, positive in clicks:
@@ -190,9 +184,9 @@ def test_undo_and_redo_restore_masks_exactly():
     # Undo, then a new click: the redo branch is dropped, the state follows the mask.
     session.undo()
     session.undo()
-    assert np.array_equal(buffer, snapshots[-3]) and len(session.state.clicks) == 3
+    assert np.array_equal(buffer, snapshots[-3]) and len(session.prompts.clicks) == 3
     session.add_point(voxel_ras(volume, (20, 30, 40)))
-    assert not session.can_redo and len(session.state.clicks) == 4
+    assert not session.can_redo and len(session.prompts.clicks) == 4
     assert session.result is buffer
 
 
@@ -205,9 +199,9 @@ def test_growth_follows_the_mask_beyond_the_crop():
     assert len(predictor.embedded) == 3  # the first crop and two neighbours along i
     row = session.result[16, 16]
     assert row[first_box.stop[2]:first_box.stop[2] + 10].all() and row[first_box.start[2] - 10:first_box.start[2]].all()
-    assert {c.origin for c in session.state.crops} == {"click", "growth"}
+    assert {c.origin for c in session.prompts.crops} == {"click", "growth"}
     session.undo()
-    assert not session.result.any() and session.state.crops == ()
+    assert not session.result.any() and session.prompts.crops == ()
 
     # Crop faces on the volume's border open nothing; and the limit holds.
     small, predictor = session_for(Volume.from_spacing(np.zeros((20, 20, 20), np.float32)), radius=40.0)
@@ -224,7 +218,7 @@ def test_paper_mode_crops_once_around_the_clicks():
     session.add_point(voxel_ras(volume, (10, 20, 60)))
     session.add_point(voxel_ras(volume, (15, 20, 71)))
     # Centre on the 1 mm grid: floor((min + max) / 2) per axis: i 65.5 -> 65, k (mm) 20..30 -> 25.
-    center = session.state.crops[0].center_ijk
+    center = session.prompts.crops[0].center_ijk
     assert center == (65.0, 20.0, 12.5)
     assert predictor.calls[-1].tolist() == [[11.0, 11.0, 16.0], [21.0, 22.0, 16.0]]  # [d, w, h] integers
     assert len(predictor.embedded) == 2  # the centre moved, so the second click re-encodes
@@ -244,7 +238,7 @@ def test_bad_inputs_are_clear_errors():
     session, _ = session_for(volume)
     with pytest.raises(ValueError, match="lies outside the image"):
         session.add_point(voxel_ras(volume, (15, 30, 35)) + 500)
-    with pytest.raises(ValueError, match="3 finite RAS coordinates"):
+    with pytest.raises(ValueError, match="3 finite coordinates"):
         session.add_point([1.0, np.nan, 2.0])
     with pytest.raises(ValueError, match="uint8 array of the volume's"):
         session.set_target_buffer(np.zeros(volume.shape_kji, np.float32))
@@ -260,7 +254,7 @@ def test_bad_inputs_are_clear_errors():
 def test_real_tiny_model_reuses_its_encoder_output():
     volume = ramp_volume("oblique_flipped_anisotropic")
     session = AdapterSession(tiny_model(seed=4), "cpu", AdapterSessionOptions(max_growth_crops=0))
-    session.set_volume(volume)
+    session.open_volume(volume)
     session.add_point(voxel_ras(volume, (15, 30, 35)))
     embedding = next(iter(session._embeddings.values()))
     session.add_point(voxel_ras(volume, (16, 31, 35)))
@@ -268,25 +262,31 @@ def test_real_tiny_model_reuses_its_encoder_output():
     assert session.result.dtype == np.uint8 and set(np.unique(session.result)) <= {0, 1}
 
 
-def test_runner_segments_from_a_checkpoint(tmp_path):
-    from volsam.models.sam3d_adapter import runner
+def test_registry_loads_a_checkpoint_and_opens_a_protocol_session(tmp_path):
+    from volsam.methods import SessionSettings, WeightsChoice, get_method
     from volsam.models.sam3d_adapter.checkpoints import save_checkpoint
+    from volsam.sessions.protocol import UnsupportedPrompt
 
+    method = get_method("sam3d-adapter")
     path = save_checkpoint(tiny_model(seed=5), tmp_path / "tiny.safetensors")
     volume = ramp_volume("lps_axial_flipped")
-    args = argparse.Namespace(weights=str(path), sam_checkpoint=None, preset="kits")
     click = voxel_ras(volume, (15, 30, 35))
-    mask = runner.segment(volume, [click], [], None, args, torch.device("cpu"))
-    assert mask.shape == volume.shape_kji and mask.dtype == np.uint8
-    session = AdapterSession(runner.load_for_args(args, "cpu"), "cpu", AdapterSessionOptions(preset="kits"))
-    session.set_volume(volume)
+    loaded = method.load_model(WeightsChoice(weights=str(path)), torch.device("cpu"))
+    session = method.open_session(loaded, SessionSettings(preset="kits"))
+    session.open_volume(volume)
     session.add_points([click])
-    assert np.array_equal(mask, session.result)
-    with pytest.raises(ValueError, match="point prompts only"):
-        runner.segment(volume, [click], [], np.zeros((2, 3)), args, torch.device("cpu"))
+    assert session.run().completed and session.run().changed is None  # clicks gave the whole result
+    direct = AdapterSession(tiny_model(seed=5), "cpu", AdapterSessionOptions(preset="kits"))
+    direct.open_volume(volume)
+    direct.add_points([click])
+    assert np.array_equal(session.result, direct.result)
+    with pytest.raises(UnsupportedPrompt, match="sam3d-adapter takes points, not a box"):
+        session.add_box(click, click + 5)
     with pytest.raises(ValueError, match="needs --weights"):
-        runner.segment(volume, [click], [], None, argparse.Namespace(weights=None, sam_checkpoint=None),
-                       torch.device("cpu"))
+        method.load_model(WeightsChoice(), torch.device("cpu"))
+    session.close()
+    with pytest.raises(ValueError, match="no volume is open"):
+        session.add_point(click)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

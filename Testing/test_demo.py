@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from volsam.demo import save_figure
 from volsam.geometry import Volume
@@ -17,8 +16,6 @@ from volsam.geometry import Volume
 DEMO_MODELS = Path(__file__).resolve().parents[1] / "volsam" / "demo_models"
 FILES = {"sam3d-adapter": DEMO_MODELS / "sam3d_adapter_demo.safetensors",
          "sam2-3dmed": DEMO_MODELS / "sam2_3dmed_demo.safetensors"}
-needs_demo_models = pytest.mark.skipif(not all(p.is_file() for p in FILES.values()),
-                                       reason="demo models not built (see volsam/demo_models/README.md)")
 
 
 def test_figure_shows_three_planes(tmp_path):
@@ -35,7 +32,6 @@ def test_figure_shows_three_planes(tmp_path):
     assert image.shape[0] > 300 and image.shape[1] > 900
 
 
-@needs_demo_models
 def test_demo_models_are_small_and_record_their_command():
     from volsam.models.sam2_3dmed.checkpoint import read_checkpoint
     from volsam.models.sam3d_adapter.checkpoints import project_parts
@@ -57,7 +53,6 @@ def test_demo_models_are_small_and_record_their_command():
         assert all("checkpoint" not in stage for stage in stages)
 
 
-@needs_demo_models
 def test_volsam_demo_runs_both_models(tmp_path):
     result = subprocess.run([sys.executable, "-m", "volsam", "demo", "--out", str(tmp_path), "--device", "cpu"],
                             check=False, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})

@@ -53,7 +53,7 @@ class RegionGrowSession:
         self._changed: list[bool] = []
         self._redo_changed: list[bool] = []
 
-    def set_volume(self, volume: Volume) -> None:
+    def open_volume(self, volume: Volume) -> None:
         self.volume = volume
 
     def set_target_buffer(self, buffer: np.ndarray) -> None:
@@ -124,16 +124,11 @@ def tiny_random_adapter_session():
 
 
 def demo_adapter_session():
-    """The 3DSAM-adapter session with the project's demo model (skipped until it is installed)."""
-    from volsam.models.sam3d_adapter.checkpoints import load_model
-    from volsam.models.sam3d_adapter.runner import demo_weights
-    from volsam.sessions.adapter_session import AdapterSession
+    """The 3DSAM-adapter session with the project's demo model."""
+    from volsam.methods import WeightsChoice, get_method
 
-    try:
-        weights = demo_weights()
-    except ValueError as error:
-        pytest.skip(f"the demo model is not installed yet: {error}")
-    return AdapterSession(load_model(weights, device="cpu"), "cpu")
+    method = get_method("sam3d-adapter")
+    return method.open_session(method.load_model(WeightsChoice(weights="demo"), "cpu"))
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # VolumetricSAMLib, as Slicer installs it
@@ -178,7 +173,7 @@ def transformed_phantom_node(scene, image):
 
 def start(scene, volume_node, session, undo_rules=RegionGrowSession.undo_rules):
     volume = volume_from_node(volume_node)
-    session.set_volume(volume)
+    session.open_volume(volume)
     interaction = SegmentInteraction(session, volume, undo_rules)
     segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "segmentation")
     interaction.set_segment(segmentation, ensure_segment(segmentation, None, "Lesion"))
@@ -424,7 +419,7 @@ def test_propagation_within_a_slice_range_and_undo_back_to_the_painting(scene):
         # to slice would end propagation anywhere, and this test is about the range and undo.
         session = PropagationSession(model, PropagationSessionConfig(tracker=TrackerConfig(keep_connected=False)))
         volume = volume_from_node(volume_node)
-        session.set_volume(volume, slice_direction="axial")
+        session.open_volume(volume)
         interaction = SegmentInteraction(session, volume, PROPAGATION_UNDO_RULES)
         segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
         interaction.set_segment(segmentation, ensure_segment(segmentation))
@@ -447,7 +442,7 @@ def test_propagation_within_a_slice_range_and_undo_back_to_the_painting(scene):
         empty = np.zeros(plane.slice_shape, np.uint8)
         for boundary in boundaries:
             interaction.run_step(lambda s, b=boundary: s.add_mask(empty, b), "range limit", None, in_range)
-        interaction.run_step(lambda s: s.propagate().changed, "propagation", None, in_range)
+        interaction.run_step(lambda s: s.run().changed, "propagation", None, in_range)
 
         mask = interaction.current_mask().astype(bool)
         assert all(mask[k].any() for k in range(first, last + 1))  # propagated through the range

@@ -313,7 +313,7 @@ def test_clustered_lesions_lie_close_to_each_other():
 
 
 def test_mr_variant_has_no_hu_and_is_percentile_normalised_by_sam2(tmp_path):
-    from volsam.models.sam2_3dmed.runner import guess_modality
+    from volsam.models.sam2_3dmed.frames import guess_modality
 
     image, labels, info = make_phantom((19, 0), replace(FULL, modality="mr"))
     ct_image, ct_labels, _ = make_phantom((19, 0), FULL)

@@ -3,7 +3,6 @@ corrections bounded by confirmed slices, undo/redo, cancellation, slice axes, ba
 
 from __future__ import annotations
 
-import argparse
 
 import numpy as np
 import pytest
@@ -23,7 +22,7 @@ def open_session(model, volume=None, early_stop_after=3, direction="axial", buff
                                       tracker=TrackerConfig(early_stop_after=early_stop_after))
     session = PropagationSession(model, config)
     buffer = np.zeros(volume.shape_kji, dtype=np.uint8) if buffer is None else buffer
-    session.set_volume(volume, buffer)
+    session.open_volume(volume, buffer)
     return session, volume, buffer
 
 
@@ -58,9 +57,9 @@ def test_propagate_reports_progress_and_changed_box(present_model):
     session, _volume, _buffer = open_session(present_model, early_stop_after=0)
     session.add_point(ijk(14, 12, 4), space="ijk")
     calls = []
-    outcome = session.propagate(progress=lambda done, total: calls.append((done, total)))
+    outcome = session.run(progress=lambda done, total: calls.append((done, total)))
     assert outcome.completed and outcome.status == "completed"
-    assert (outcome.slices_done, outcome.slices_total) == (9, 9)
+    assert (outcome.units_done, outcome.units_total) == (9, 9)
     assert calls == [(i, 9) for i in range(1, 10)]
     assert outcome.changed is not None and outcome.changed.start[0] == 0 and outcome.changed.stop[0] == 10
 
@@ -78,8 +77,8 @@ def test_early_stop_after_k_absent_slices_clears_the_rest(absent_model):
             yield result
 
     session.tracker.propagate = counting
-    outcome = session.propagate()
-    assert outcome.completed and outcome.slices_done == 9
+    outcome = session.run()
+    assert outcome.completed and outcome.units_done == 9
     assert predicted == [5, 6, 7, 3, 2, 1]  # the model ran 3 slices per direction, then stopped
     assert np.count_nonzero(buffer[4]) == 8 * 10
     assert np.count_nonzero(np.delete(buffer, 4, axis=0)) == 0  # stale results beyond are cleared
@@ -121,7 +120,7 @@ def test_undo_and_redo_restore_buffer_and_prompts(present_model):
     session, _volume, buffer = open_session(present_model, early_stop_after=0)
     session.add_point(ijk(14, 12, 4), space="ijk")
     after_prompt = buffer.copy()
-    session.propagate()
+    session.run()
     after_propagation = buffer.copy()
     assert session.undo() is not None
     np.testing.assert_array_equal(buffer, after_prompt)
@@ -134,14 +133,14 @@ def test_undo_and_redo_restore_buffer_and_prompts(present_model):
     np.testing.assert_array_equal(buffer, after_propagation)
     assert session.pending_slices == () and session.redo() is None
     session.undo()
-    assert session.propagate().slices_done == 9  # re-run after undo gives the same result
+    assert session.run().units_done == 9  # re-run after undo gives the same result
     np.testing.assert_array_equal(buffer, after_propagation)
 
 
 def test_reset_clears_buffer_and_prompts_and_can_be_undone(present_model):
     session, _volume, buffer = open_session(present_model)
     session.add_point(ijk(14, 12, 4), space="ijk")
-    session.propagate()
+    session.run()
     propagated = buffer.copy()
     box = session.reset()
     assert box is not None and np.count_nonzero(buffer) == 0 and session.confirmed_slices == ()
@@ -167,13 +166,13 @@ def test_cancel_keeps_the_slices_done_and_says_so(present_model):
         if done == 3:
             session.cancel()
 
-    outcome = session.propagate(progress=progress)
+    outcome = session.run(progress=progress)
     assert not outcome.completed and outcome.status == "cancelled"
-    assert (outcome.slices_done, outcome.slices_total) == (3, 9)
+    assert (outcome.units_done, outcome.units_total) == (3, 9)
     written = [k for k in range(10) if np.count_nonzero(buffer[k])]
     assert written == [4, 5, 6, 7]
     assert session.pending_slices == (4,)  # not finished: propagate again to complete
-    assert session.propagate().completed
+    assert session.run().completed
     assert all(np.count_nonzero(buffer[k]) for k in range(10))
 
 
@@ -260,47 +259,56 @@ def test_volume_with_one_slice_is_refused(tiny_model):
     array = np.zeros((1, 16, 16), dtype=np.float32)
     session = PropagationSession(tiny_model)
     with pytest.raises(ValueError, match="1 slice across voxel axis k"):
-        session.set_volume(Volume.from_spacing(array))
-    session.set_volume(Volume.from_spacing(array), slice_direction="coronal")  # 16 slices across j
-    assert session.num_slices == 16
+        session.open_volume(Volume.from_spacing(array))
+    coronal = PropagationSession(tiny_model, PropagationSessionConfig(slice_direction="coronal"))
+    coronal.open_volume(Volume.from_spacing(array))  # 16 slices across j
+    assert coronal.num_slices == 16
 
 
 def test_session_order_and_buffer_checks(tiny_model):
     session = PropagationSession(tiny_model)
-    with pytest.raises(ValueError, match="set_volume"):
+    with pytest.raises(ValueError, match="open_volume"):
         session.add_point(ijk(1, 1, 1), space="ijk")
     volume = make_blob_volume()
-    session.set_volume(volume)  # makes its own zero buffer
+    session.open_volume(volume)  # makes its own zero buffer
     assert session.result.shape == volume.shape_kji and session.result.dtype == np.uint8
     with pytest.raises(ValueError, match="shape"):
         session.set_target_buffer(np.zeros((3, 3, 3), dtype=np.uint8))
     with pytest.raises(ValueError, match="uint8"):
         session.set_target_buffer(np.zeros(volume.shape_kji, dtype=np.float32))
     with pytest.raises(ValueError, match="uint8"):
-        session.set_volume(volume, np.zeros(volume.shape_kji, dtype=bool))
+        session.open_volume(volume, np.zeros(volume.shape_kji, dtype=bool))
     with pytest.raises(ValueError, match="unknown slice direction"):
-        session.set_volume(volume, slice_direction="oblique")
+        PropagationSession(tiny_model, PropagationSessionConfig(slice_direction="oblique")).open_volume(volume)
 
 
-# --- the CLI runner --------------------------------------------------------------------------------
-def test_runner_segments_from_ras_prompts(tiny_model, tmp_path):
+# --- through the registry ---------------------------------------------------------------------------
+def test_registry_loads_a_checkpoint_and_runs_the_protocol(tiny_model, tmp_path):
     import torch
 
+    from volsam.methods import SessionSettings, WeightsChoice, get_method
     from volsam.models.sam2_3dmed.checkpoint import save_checkpoint
-    from volsam.models.sam2_3dmed.runner import segment
 
+    method = get_method("sam2-3dmed")
     path = save_checkpoint(tiny_model, tmp_path / "demo.safetensors", contents="whole_model",
                            provenance={"data": "random weights (test)"})
     volume = make_blob_volume()
-    args = argparse.Namespace(weights=str(path), sam2_checkpoint=None, config=None, axis="axial")
+    loaded = method.load_model(WeightsChoice(weights=str(path)), torch.device("cpu"))
+    session = method.open_session(loaded, SessionSettings(slice_direction="axial"))
+    session.open_volume(volume)
     positives = [volume.ijk_to_ras_points(ijk(14, 12, 5))]
     negatives = [volume.ijk_to_ras_points(ijk(2, 2, 5))]
-    mask = segment(volume, positives, negatives, None, args, torch.device("cpu"))
-    assert mask.dtype == np.uint8 and mask.shape == volume.shape_kji
+    session.add_points(positives, negatives)
+    assert session.slice_index_of(positives[0]) == 5 and session.pending_slices == (5,)
+    outcome = session.run()
+    assert outcome.completed and outcome.units_total == volume.shape_kji[0] - 1
     box = np.array([volume.ijk_to_ras_points(ijk(8, 6, 5)), volume.ijk_to_ras_points(ijk(20, 18, 5))])
-    mask = segment(volume, [], [], box, args, torch.device("cpu"))
-    assert mask.shape == volume.shape_kji
+    session.add_box(*box)
+    assert session.confirmed_slices == (5,)
     with pytest.raises(ValueError, match="sam2.1-tiny"):
-        segment(volume, positives, [], None, argparse.Namespace(weights=str(path), config="large"), "cpu")
+        method.load_model(WeightsChoice(weights=str(path), variant="large"), torch.device("cpu"))
     with pytest.raises(ValueError, match="needs weights"):
-        segment(volume, positives, [], None, argparse.Namespace(), "cpu")
+        method.load_model(WeightsChoice(), torch.device("cpu"))
+    session.close()
+    with pytest.raises(ValueError, match="no volume is open"):
+        session.add_point(positives[0])

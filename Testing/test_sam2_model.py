@@ -23,7 +23,8 @@ from volsam.models.sam2_3dmed.checkpoint import (
     save_checkpoint,
 )
 from volsam.models.sam2_3dmed.config import SAM2Architecture, SAM2ThreeDMedConfig, SRPPConfig, tiny_test_config
-from volsam.models.sam2_3dmed.detect import HIERA_SIZES, detect_checkpoint, detect_sam2_state_dict
+from volsam.models.sam2_3dmed.detect import detect_checkpoint
+from volsam.models.sam2_3dmed.variants import HIERA_SIZES, detect_sam2_state_dict
 from volsam.models.sam2_3dmed.srpp import srpp_loss, srpp_targets
 from volsam.weights.loading import load_checkpoint
 
@@ -209,9 +210,9 @@ def test_official_sizes_are_told_apart_by_shape():
 
 
 def test_detector_reports_official_and_project_checkpoints(tiny_model, tmp_path):
-    from volsam.weights.inspect import DETECTORS
+    from volsam.methods import get_method
 
-    assert "volsam.models.sam2_3dmed.detect:detect_checkpoint" in DETECTORS
+    assert detect_checkpoint in get_method("sam2-3dmed").checkpoint_detectors()
     torch.manual_seed(0)
     real_tiny = build_model(SAM2ThreeDMedConfig(SAM2Architecture("tiny", image_size=128)))
     report = detect_checkpoint(load_checkpoint(_official(real_tiny, tmp_path / "sam2.1_hiera_tiny.pt")))
@@ -234,7 +235,7 @@ def _torch_file(tmp_path):
 
 
 def test_cli_path_does_not_import_torch():
-    code = ("import sys; import volsam.models.sam2_3dmed.runner, volsam.sessions.propagation_session, "
+    code = ("import sys; import volsam.methods, volsam.sessions.propagation_session, "
             "volsam.models.sam2_3dmed.detect; print('torch' in sys.modules, 'sam2' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]

@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest_adapter import SPEC_BUFFER_ELEMENTS, SPEC_PARAMETERS, SPEC_TRAINABLE, save_official, tiny_model
 
+from volsam.checkpoint_info import describe_checkpoint
 from volsam.models.sam3d_adapter import TINY
 from volsam.models.sam3d_adapter.checkpoints import (
     from_checkpoint,
@@ -18,7 +19,7 @@ from volsam.models.sam3d_adapter.checkpoints import (
     official_sections,
     save_checkpoint,
 )
-from volsam.weights import CheckpointError, describe_checkpoint
+from volsam.weights import CheckpointError
 
 pytest_plugins = ["conftest_adapter"]
 

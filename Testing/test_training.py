@@ -14,6 +14,7 @@ import torch
 
 from volsam.phantoms import PhantomConfig, write_phantom_dataset
 from volsam.training import TrainingConfig, train
+from volsam.training.recipes import checked
 
 #: Small phantoms with one large, bright lesion each: a tiny model learns them within a few
 #: dozen steps.
@@ -136,14 +137,16 @@ def test_bad_input_fails_before_training(phantoms, tmp_path):
 def test_option_checks():
     base = {"model": "sam3d-adapter", "data": "d", "label": "2", "out": "o"}
     with pytest.raises(ValueError, match="needs --sam-checkpoint"):
-        TrainingConfig(**base).validate()
+        checked(TrainingConfig(**base))
     with pytest.raises(ValueError, match="--crop applies to sam3d-adapter"):
-        TrainingConfig(**{**base, "model": "sam2-3dmed", "config": "tiny-test"}, crop=64).validate()
+        checked(TrainingConfig(**{**base, "model": "sam2-3dmed", "config": "tiny-test"}, crop=64))
     with pytest.raises(ValueError, match="works on 128\\^3 crops only"):
         TrainingConfig(**base, sam_checkpoint="sam.pth", crop=64).adapter_model_config()
     assert TrainingConfig(**base, config="tiny-demo", crop=48).adapter_model_config().crop_size == 48
     with pytest.raises(ValueError, match="give --epochs or --steps, not both"):
-        TrainingConfig(**base, config="tiny", epochs=1, steps=1).validate()
+        checked(TrainingConfig(**base, config="tiny", epochs=1, steps=1))
+    with pytest.raises(ValueError, match="'vit_l' is not a sam3d-adapter configuration"):
+        checked(TrainingConfig(**base, config="vit_l"))
 
 
 def test_training_forward_equals_the_model_and_samples_fit(phantoms, tmp_path):

@@ -9,9 +9,9 @@ import pytest
 import torch
 from conftest_adapter import NUMPY1_PICKLE
 
+from volsam.checkpoint_info import describe_checkpoint
 from volsam.cli import main
-from volsam.weights import CheckpointError, classify, describe_checkpoint, load_checkpoint
-from volsam.weights import inspect as inspect_module
+from volsam.weights import CheckpointError, CheckpointReport, classify, load_checkpoint
 
 pytest_plugins = ["conftest_adapter"]
 
@@ -75,20 +75,27 @@ def test_classify_kinds():
     assert classify([1, 2]) == "unknown"
 
 
-def test_detectors_are_a_plain_tuple_and_accept_functions(tmp_path, monkeypatch):
-    assert isinstance(inspect_module.DETECTORS, tuple)
-    assert all(isinstance(d, str) and ":" in d for d in inspect_module.DETECTORS)
+def test_a_registered_method_brings_its_checkpoint_detector(tmp_path, monkeypatch):
+    from volsam import methods
+
     torch.save({"model": {"image_encoder.trunk.x": torch.zeros(3)}}, tmp_path / "sam2.pt")
     report = describe_checkpoint(tmp_path / "sam2.pt")
     assert report.kind == "sam2" or report.kind.startswith("sam2.")
 
     def detect_test(loaded):
         if isinstance(loaded.content, dict) and "model" in loaded.content:
-            return inspect_module.CheckpointReport(str(loaded.path), "test-kind", True, "test detector")
+            return CheckpointReport(str(loaded.path), "test-kind", True, "test detector")
         return None
 
-    monkeypatch.setattr(inspect_module, "DETECTORS", (detect_test,) + inspect_module.DETECTORS)
+    class ThirdMethod(methods.Sam2ThreeDMedMethod):  # a new method: one registry entry
+        name = "third"
+
+        def checkpoint_detectors(self):
+            return (detect_test,)
+
+    monkeypatch.setattr(methods, "METHODS", {"third": ThirdMethod(), **methods.METHODS})
     assert describe_checkpoint(tmp_path / "sam2.pt").kind == "test-kind"
+    assert methods.get_method("third").name == "third"
 
 
 def test_sam_vit_b_is_described(sam_vit_b_checkpoint):

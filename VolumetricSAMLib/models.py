@@ -107,13 +107,13 @@ def build_session(choice: ModelChoice, weights_dir: Path | None = None) -> Loade
 
 
 def _adapter_session(choice: ModelChoice, device, weights_dir) -> LoadedModel:
+    from volsam.methods import get_method
     from volsam.models.sam3d_adapter.checkpoints import load_model
-    from volsam.models.sam3d_adapter.runner import demo_weights
     from volsam.sessions.adapter_session import AdapterSession, AdapterSessionOptions
     from volsam.weights.loading import CheckpointError
 
     if choice.model == ADAPTER_DEMO:
-        path = demo_weights()
+        path = get_method(choice.method).demo_weights()
     elif choice.model in (ADAPTER_RELEASED, ADAPTER_OWN):
         path = _user_file(choice.weights_file, "3DSAM-adapter checkpoint")
     else:
@@ -142,14 +142,14 @@ def sam2_entry(size: str) -> WeightsFile:
 
 
 def _propagation_session(choice: ModelChoice, device, weights_dir) -> LoadedModel:
+    from volsam.methods import get_method
     from volsam.models.sam2_3dmed.checkpoint import load_model, read_checkpoint
-    from volsam.models.sam2_3dmed.runner import resolve_weights
     from volsam.sessions.propagation_session import PropagationSession
 
     weights = None
     size = choice.sam2_size
     if choice.model == SAM2_DEMO:
-        weights = resolve_weights("demo")
+        weights = get_method(choice.method).demo_weights()
     elif choice.model == SAM2_OWN:
         weights = _user_file(choice.weights_file, "SAM2-3dMed checkpoint")
     elif choice.model != SAM2_STOCK:
@@ -178,14 +178,12 @@ def _propagation_session(choice: ModelChoice, device, weights_dir) -> LoadedMode
 def open_volume(loaded: LoadedModel, volume, slice_direction: str | None = None) -> None:
     """Give the session its volume (model thread: this may embed the image)."""
     if loaded.choice.method == "sam2-3dmed":
-        from volsam.models.sam2_3dmed.frames import IntensityConfig
-        from volsam.models.sam2_3dmed.runner import guess_modality
+        from volsam.sessions.propagation_session import PropagationSession, PropagationSessionConfig
 
         direction = "axial" if slice_direction in (None, FOLLOW_VIEW) else slice_direction.lower()
-        loaded.session.set_volume(volume, slice_direction=direction,
-                                  intensity=IntensityConfig(modality=guess_modality(volume.array)))
-    else:
-        loaded.session.set_volume(volume)
+        loaded.session = PropagationSession(loaded.session.tracker.model,
+                                            PropagationSessionConfig(slice_direction=direction))
+    loaded.session.open_volume(volume)
 
 
 def range_boundary_slices(num_slices: int, confirmed, first: int, last: int) -> list[int]:

@@ -90,7 +90,7 @@ def child(spec: dict) -> dict:
     if spec["warmup"]:
         session.warmup()
     volume = synthetic_volume()
-    session.set_volume(volume)
+    session.open_volume(volume)
     center = volume.ijk_to_ras_points(np.array([120.0, 120.0, 50.0]))
 
     def timed(function):
@@ -105,13 +105,14 @@ def child(spec: dict) -> dict:
     rate_before = matmul_gflops(spec["threads"])
     first_s, _ = timed(lambda: session.add_point(center))
     rate_after = matmul_gflops(spec["threads"])
-    encoder_s = session.timings.get("encoder_s")
     refinements = []
     for step in range(spec["repeats"]):
         point, positive = center + np.array([2.0 + step, -1.0, 1.5]), step % 2 == 0
         seconds, _ = timed(lambda point=point, positive=positive: session.add_point(point, positive))
         refinements.append(seconds)
-    crop = torch.from_numpy(session.crop_image(session._grid(session.state.crops[0])))[None, None].to(device)
+    crop_image = session.crop_image(session._grid(session.prompts.crops[0]))
+    encoder_s, _ = timed(lambda: session.predictor.embed(crop_image))
+    crop = torch.from_numpy(crop_image)[None, None].to(device)
     encoder = session.predictor.model.image_encoder
     with torch.inference_mode(), session.predictor._context():
         encoder.embed_patches(crop)  # warm-up

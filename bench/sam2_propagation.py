@@ -74,13 +74,13 @@ def run_volsam(args, volume: np.ndarray, device) -> dict:
     start, cpu_start = time.perf_counter(), time.process_time()
     session = PropagationSession(model, PropagationSessionConfig(tracker=TrackerConfig(early_stop_after=0)))
     buffer = np.zeros(volume.shape, dtype=np.uint8)
-    session.set_volume(Volume.from_spacing(volume), buffer)
+    session.open_volume(Volume.from_spacing(volume), buffer)
     middle = volume.shape[0] // 2
     session.add_point((volume.shape[2] / 2, volume.shape[1] / 2, middle), space="ijk")
-    outcome = session.propagate()
+    outcome = session.run()
     synchronize(device)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
-    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "slices": outcome.slices_done + 1,
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "slices": outcome.units_done + 1,
             "rss_after_model_mb": loaded,
             "mask_voxels": int(np.count_nonzero(buffer))}
 

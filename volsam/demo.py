@@ -2,7 +2,7 @@
 
 The phantom (``volsam.phantoms``, a seed no demo model was trained on) is written with its
 tumour labels; its largest lesion is clicked at its centre; each packaged demo model segments
-it through the same runner as ``volsam segment --weights demo``; the masks are written as
+it through the method registry and the same session as ``volsam segment --weights demo``; the masks are written as
 NIfTI, a PNG shows three orthogonal slices through the click (image, each model's mask
 outline, the true lesion's outline, the click), and Dice against the clicked lesion (the
 connected component of the truth holding the click) is printed.
@@ -12,20 +12,22 @@ from __future__ import annotations
 
 import sys
 import time
-from argparse import Namespace
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .geometry import Volume
+from .methods import method_names
 
 #: Held out from the demo models' training data (seed 1, see volsam/demo_models/README.md).
 DEFAULT_SEED = 2025
-DEMO_MODELS = ("sam3d-adapter", "sam2-3dmed")
+DEMO_MODELS = method_names()
 #: Display window (soft tissue) for the figure.
 WINDOW_HU = (-160.0, 240.0)
-COLOURS = {"sam3d-adapter": "#ff7f0e", "sam2-3dmed": "#1f77b4", "truth": "#2ca02c"}
+#: Outline colours: one per method, in registry order, then the truth's.
+METHOD_COLOURS = ("#ff7f0e", "#1f77b4", "#9467bd", "#8c564b")
+TRUTH_COLOUR = "#2ca02c"
 
 
 @dataclass(frozen=True)
@@ -46,17 +48,21 @@ def largest_lesion_click(info) -> tuple[tuple[int, int, int], float]:
     return tuple(int(v) for v in lesion.center_ijk[::-1]), float(lesion.diameter_mm)
 
 
-def run_model(model: str, volume: Volume, click_kji, device) -> np.ndarray:
-    """A demo model's mask for one positive click, through ``volsam segment``'s runner."""
-    import importlib
+def run_model(name: str, volume: Volume, click_kji, device) -> np.ndarray:
+    """A demo model's mask for one positive click, through the registry and its session."""
+    from .methods import WeightsChoice, get_method
 
-    from .cli.segment import RUNNERS
+    method = get_method(name)
+    session = method.open_session(method.load_model(WeightsChoice(weights="demo"), device))
+    session.open_volume(volume)
+    session.add_point(np.array(click_kji[::-1], dtype=float), space="ijk")
+    session.run()
+    return session.result > 0
 
-    runner = importlib.import_module(RUNNERS[model])
-    ras = volume.ijk_to_ras_points(np.array(click_kji[::-1], dtype=float))
-    args = Namespace(weights="demo", sam_checkpoint=None, sam2_checkpoint=None, preset=None, config=None,
-                     axis="axial", mode=None, precision=None, modality=None, window=None)
-    return np.asarray(runner.segment(volume, [ras], [], None, args, device)) > 0
+
+def colour_of(model: str) -> str:
+    names = method_names()
+    return METHOD_COLOURS[names.index(model) % len(METHOD_COLOURS)] if model in names else "red"
 
 
 def run_demo(out: str | Path, seed: int = DEFAULT_SEED, device: str = "auto", models=DEMO_MODELS,
@@ -125,16 +131,16 @@ def save_figure(volume: Volume, masks: dict, lesion: np.ndarray, click_kji, path
                     origin="lower" if name != "axial" else "upper", interpolation="nearest")
         for model, mask in masks.items():
             if mask[index].any():
-                axis.contour(mask[index].astype(float), levels=[0.5], colors=COLOURS.get(model, "red"),
+                axis.contour(mask[index].astype(float), levels=[0.5], colors=colour_of(model),
                              linewidths=1.5)
         if lesion[index].any():
-            axis.contour(lesion[index].astype(float), levels=[0.5], colors=COLOURS["truth"], linewidths=1.0,
+            axis.contour(lesion[index].astype(float), levels=[0.5], colors=TRUTH_COLOUR, linewidths=1.0,
                          linestyles="dashed")
         axis.plot(column, row, marker="+", color="yellow", markersize=14, markeredgewidth=2)
         axis.set_title(name)
         axis.set_axis_off()
-    handles = [Line2D([], [], color=COLOURS.get(m, "red"), label=m) for m in masks]
-    handles += [Line2D([], [], color=COLOURS["truth"], linestyle="dashed", label="true lesion"),
+    handles = [Line2D([], [], color=colour_of(m), label=m) for m in masks]
+    handles += [Line2D([], [], color=TRUTH_COLOUR, linestyle="dashed", label="true lesion"),
                 Line2D([], [], color="yellow", marker="+", linestyle="none", label="click")]
     figure.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False)
     if title:

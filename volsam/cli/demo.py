@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..methods import method_names
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -13,7 +15,7 @@ def add_parser(subparsers) -> None:
                     "slices through the click, and print each model's Dice against the true lesion.")
     parser.add_argument("--out", type=Path, default=Path("volsam-demo"), help="output folder (default: volsam-demo)")
     parser.add_argument("--seed", type=int, default=2025, help="phantom seed (default 2025, not used in training)")
-    parser.add_argument("--model", action="append", choices=("sam3d-adapter", "sam2-3dmed"),
+    parser.add_argument("--model", action="append", choices=method_names(),
                         help="run only this model (repeatable; default: both)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     parser.set_defaults(func=run)

@@ -5,13 +5,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ..methods import method_names
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "evaluate", help="score a model on a labelled dataset (per-case CSV and Markdown summary)",
         description="Simulate clicks on every case of a split, segment with the model and score Dice, NSD (5 mm), "
                     "IoU and HD95 on the original grid. Writes cases.csv, summary.md and summary.json to --out.")
-    parser.add_argument("--model", required=True, choices=("sam3d-adapter", "sam2-3dmed"))
+    parser.add_argument("--model", required=True, choices=method_names())
     parser.add_argument("--weights", help="'demo', a volsam checkpoint, or (sam3d-adapter) a released .pth.tar")
     parser.add_argument("--data", required=True, type=Path, help="dataset folder (nnU-Net v2 / MSD layout)")
     parser.add_argument("--label", help="target label value or name (default: the label the weights were trained on)")

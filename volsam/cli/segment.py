@@ -6,17 +6,11 @@ Coordinates are RAS mm by default (as Slicer shows them), or LPS mm, or voxel in
 
 from __future__ import annotations
 
-import importlib
 import sys
 from pathlib import Path
 
+from ..methods import method_names
 from . import number_list
-
-#: model name -> module holding ``segment(volume, positives, negatives, box, args, device)``
-RUNNERS = {
-    "sam3d-adapter": "volsam.models.sam3d_adapter.runner",
-    "sam2-3dmed": "volsam.models.sam2_3dmed.runner",
-}
 
 
 def add_parser(subparsers) -> None:
@@ -24,7 +18,7 @@ def add_parser(subparsers) -> None:
         "segment", help="segment from clicks with SAMAdapt3D or SAM2Volume",
         description="Segment a lesion from point clicks (and, for sam2-3dmed, a box) and write the mask "
                     "in the image's geometry.")
-    parser.add_argument("--model", required=True, choices=sorted(RUNNERS))
+    parser.add_argument("--model", required=True, choices=method_names())
     parser.add_argument("--weights", required=True,
                         help="'demo', a checkpoint of this project, or a released 3DSAM-adapter .pth.tar")
     parser.add_argument("--image", required=True, help="input image (NIfTI, NRRD, MHA, DICOM folder)")
@@ -59,31 +53,35 @@ def run(args) -> int:
 
     from ..devices import resolve_device
     from ..io import IMAGE_SUFFIXES, read_image, write_mask
-    from ..prompts import point_prompt
+    from ..methods import SessionSettings, WeightsChoice, get_method
 
+    method = get_method(args.model)
     out = Path(args.out)
     if not out.name.lower().endswith(IMAGE_SUFFIXES):
         raise ValueError(f"--out {out}: unknown image type; expected one of {', '.join(IMAGE_SUFFIXES)}")
     if not out.parent.is_dir():
         raise ValueError(f"--out {out}: folder {out.parent} does not exist")
     if not args.point and args.box is None:
-        raise ValueError("give at least one --point (or a --box for sam2-3dmed)")
-    if args.box is not None and args.model != "sam2-3dmed":
-        raise ValueError("--box is supported by --model sam2-3dmed only")
+        raise ValueError("give at least one --point (or a --box for a method that takes boxes)")
+    if args.box is not None and "box" not in method.capabilities:
+        raise ValueError(f"--model {method.name} takes point prompts only; --box is for "
+                         f"{', '.join(m for m in method_names() if 'box' in get_method(m).capabilities)}")
+    if not args.point and args.negative:
+        raise ValueError("negative clicks need at least one positive --point")
     device = resolve_device(args.device)
     volume = read_image(args.image)
-
-    def to_ras(coordinates, positive):
-        prompt = point_prompt(volume, coordinates, args.space, positive)  # checks inside the image
-        return volume.ijk_to_ras_points(np.array(prompt.ijk))
-
-    positives = [to_ras(p, True) for p in args.point]
-    negatives = [to_ras(p, False) for p in args.negative]
-    box = None
+    loaded = method.load_model(WeightsChoice(weights=args.weights, sam_checkpoint=args.sam_checkpoint,
+                                             sam2_checkpoint=args.sam2_checkpoint, variant=args.config), device)
+    session = method.open_session(loaded, SessionSettings(
+        preset=args.preset, mode=args.mode, precision=args.precision, slice_direction=args.axis))
+    session.open_volume(volume)
+    # Prompts are given as typed (--space); the session converts each to voxels once.
     if args.box is not None:
-        box = np.array([to_ras(args.box[:3], True), to_ras(args.box[3:], True)])
-    runner = importlib.import_module(RUNNERS[args.model])
-    mask = runner.segment(volume, positives, negatives, box, args, device)
+        session.add_box(args.box[:3], args.box[3:], space=args.space)
+    if args.point:
+        session.add_points(args.point, args.negative, space=args.space)
+    session.run()
+    mask = session.result
     write_mask(mask, volume, out)
     print(f"wrote {out} ({int(np.count_nonzero(mask))} voxels)", file=sys.stderr)
     return 0

@@ -11,6 +11,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from ..methods import method_names
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -18,7 +20,7 @@ def add_parser(subparsers) -> None:
         description="Train on a dataset in the nnU-Net v2 / MSD layout (dataset.json, imagesTr, labelsTr, optional "
                     "splits_final.json). Writes last/best checkpoints, log.csv and a cache of preprocessed volumes "
                     "to --out. Multi-GPU: torchrun --nproc-per-node N -m volsam train ...")
-    parser.add_argument("--model", required=True, choices=("sam3d-adapter", "sam2-3dmed"))
+    parser.add_argument("--model", required=True, choices=method_names())
     parser.add_argument("--data", required=True, type=Path, help="dataset folder (holds dataset.json)")
     parser.add_argument("--label", required=True, help="target label: a value (2) or a name from dataset.json (tumor)")
     parser.add_argument("--out", required=True, type=Path, help="run folder (created)")

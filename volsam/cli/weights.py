@@ -29,7 +29,7 @@ def add_parser(subparsers):
 def run(args) -> int:
     from dataclasses import asdict
 
-    from ..weights.inspect import describe_checkpoint
+    from ..checkpoint_info import describe_checkpoint
 
     report = describe_checkpoint(args.path)
     if getattr(args, "json", False):

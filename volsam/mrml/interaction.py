@@ -74,7 +74,7 @@ def _compress(values: np.ndarray) -> bytes:
 class SegmentInteraction:
     """Drive ``session`` for one segment of a segmentation node on ``volume``'s grid.
 
-    ``session.set_volume(volume)`` must have been called (it may be slow, so the caller runs it
+    ``session.open_volume(volume)`` must have been called (it may be slow, so the caller runs it
     on its worker thread); this object hands the session its target buffer.
     """
 

@@ -22,7 +22,8 @@ def check_target_buffer(buffer, volume: Volume) -> None:
 class UndoableSession(ABC):
     """Base of the sessions. A subclass keeps its prompts in one immutable object,
     ``_prompts``, which every history step records, says what no prompts are
-    (:meth:`_no_prompts`), and gives its history once a volume is open (:meth:`_require_history`)."""
+    (:meth:`_no_prompts`), and gives its history once a volume is open (:meth:`_require_history`,
+    which :class:`~volsam.sessions.protocol.Session` implements)."""
 
     _history: MaskHistory | None = None
     _prompts: object = None

@@ -2,15 +2,15 @@
 
 One session per open volume (see :mod:`volsam.sessions` for the shape all sessions share)::
 
-    session = PropagationSession(model)
-    session.set_volume(volume, buffer, slice_direction="axial")  # buffer: caller-owned uint8 (k, j, i)
+    session = PropagationSession(model, PropagationSessionConfig(slice_direction="axial"))
+    session.open_volume(volume, buffer)                       # buffer: caller-owned uint8 (k, j, i)
     session.add_point(ras, positive=True)                     # segments that slice at once
-    outcome = session.propagate(progress=lambda done, total: ...)
+    outcome = session.run(progress=lambda done, total: ...)   # propagates both ways
     session.add_point(other_ras, positive=False)              # a correction on another slice
-    session.propagate()                                       # re-propagates from it only
+    session.run()                                             # re-propagates from it only
 
 Every prompted slice becomes a *confirmed* slice: a conditioning frame for the model, and a
-slice propagation never writes. :meth:`PropagationSession.propagate` works outward from the
+slice propagation never writes. :meth:`PropagationSession.run` works outward from the
 slices prompted since the last propagation, in both directions, up to (not across) the
 nearest other confirmed slice or the volume's end; when two such slices bound one gap, each
 takes its half. Each propagated slice keeps the parts of its mask that overlap the previous
@@ -27,14 +27,14 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..geometry import Box, Volume, union_boxes
-from ..models.sam2_3dmed.frames import IntensityConfig
+from ..models.sam2_3dmed.frames import IntensityConfig, guess_modality
 from ..models.sam2_3dmed.memory import SliceMemory
 from ..models.sam2_3dmed.slicing import SlicePlane, slice_axis_for
 from ..models.sam2_3dmed.tracker import (
@@ -44,23 +44,22 @@ from ..models.sam2_3dmed.tracker import (
     VolumeTrackingState,
 )
 from ..prompts import box_prompt, point_prompt
-from .base import UndoableSession, check_target_buffer
+from .base import check_target_buffer
 from .history import MaskHistory
+from .protocol import ProgressCallback, RunOutcome, Session
 
 if TYPE_CHECKING:
     import torch
 
     from ..models.sam2_3dmed.model import SAM2ThreeDMed
 
-ProgressCallback = Callable[[int, int], None]
-
-
 @dataclass(frozen=True)
 class PropagationSessionConfig:
-    """``slice_direction``: "axial", "coronal", "sagittal" or a RAS normal (3 numbers)."""
+    """``slice_direction``: "axial", "coronal", "sagittal" or a RAS normal (3 numbers);
+    ``intensity``: None guesses CT or not from each volume opened (:func:`guess_modality`)."""
 
     slice_direction: str | tuple[float, float, float] = "axial"
-    intensity: IntensityConfig = field(default_factory=IntensityConfig)
+    intensity: IntensityConfig | None = None
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     max_undo_steps: int = 100
 
@@ -73,21 +72,6 @@ class PropagationProgress:
     slices_total: int
     slice_index: int
     changed: Box | None
-
-
-@dataclass(frozen=True)
-class PropagationOutcome:
-    """What a propagation did. ``completed`` is False when it was cancelled: the
-    ``slices_done`` slices written so far stay (one undo step)."""
-
-    completed: bool
-    slices_done: int
-    slices_total: int
-    changed: Box | None
-
-    @property
-    def status(self) -> str:
-        return "completed" if self.completed else "cancelled"
 
 
 @dataclass(frozen=True, eq=False)
@@ -107,8 +91,11 @@ class _Interactions:
     pending: frozenset[int] = frozenset()
 
 
-class PropagationSession(UndoableSession):
+class PropagationSession(Session):
     """Interactive SAM2-3dMed segmentation of one volume into a caller-owned buffer."""
+
+    method = "sam2-3dmed"
+    capabilities = frozenset({"points", "box", "mask", "propagate"})
 
     def __init__(self, model: SAM2ThreeDMed, config: PropagationSessionConfig | None = None):
         self.config = config or PropagationSessionConfig()
@@ -122,16 +109,14 @@ class PropagationSession(UndoableSession):
         self._cancel = threading.Event()
 
     # --- volume and buffer ----------------------------------------------------------------------
-    def set_volume(self, volume: Volume, target_buffer: np.ndarray | None = None, slice_direction=None,
-                   intensity: IntensityConfig | None = None) -> None:
-        """Open ``volume`` (held by reference); results go into ``target_buffer`` (a zero
-        buffer is made when None). Forgets the previous volume's prompts and history.
-        ``slice_direction`` and ``intensity`` override the config's."""
+    def open_volume(self, volume: Volume, target_buffer: np.ndarray | None = None) -> None:
+        """Open ``volume`` (held by reference), sliced across the config's direction; results
+        go into ``target_buffer`` (a zero buffer is made when None). Forgets the previous
+        volume's prompts and history."""
         if not isinstance(volume, Volume):
-            raise ValueError(f"set_volume expects a volsam.geometry.Volume, got {type(volume).__name__}")
-        intensity = intensity or self.config.intensity
-        direction = self.config.slice_direction if slice_direction is None else slice_direction
-        axis = slice_axis_for(volume, direction)
+            raise ValueError(f"open_volume expects a volsam.geometry.Volume, got {type(volume).__name__}")
+        intensity = self.config.intensity or IntensityConfig(modality=guess_modality(volume.array))
+        axis = slice_axis_for(volume, self.config.slice_direction)
         self._check_slice_count(volume, axis)
         buffer = np.zeros(volume.shape_kji, dtype=np.uint8) if target_buffer is None else target_buffer
         check_target_buffer(buffer, volume)
@@ -148,10 +133,10 @@ class PropagationSession(UndoableSession):
         self._history = MaskHistory(buffer, self.config.max_undo_steps)
         self._forget_interactions()
 
-    @property
-    def result(self) -> np.ndarray:
-        """The target buffer (the current mask)."""
-        return self._require_history().buffer
+    def close(self) -> None:
+        """Forget the volume, its slice features and memories (device memory)."""
+        super().close()
+        self._volume = self._plane = self._state = self._value_range = None
 
     @property
     def slice_axis(self) -> int:
@@ -171,20 +156,25 @@ class PropagationSession(UndoableSession):
         """Confirmed slices prompted since the last completed propagation."""
         return tuple(sorted(self._prompts.pending))
 
+    def slice_index_of(self, coordinates, space: str = "ras") -> int:
+        """The slice (across the session's axis) that a point lies on."""
+        clicks = [point_prompt(self._require_volume(), coordinates, space)]
+        return self._require_plane().points_on_one_slice(clicks)[0]
+
     # --- prompts --------------------------------------------------------------------------------
-    def add_point(self, coordinates, positive: bool = True, space: str = "ras", view_normal=None) -> Box | None:
+    def add_point(self, coordinates, positive: bool = True, *, space: str = "ras", view_normal=None) -> Box | None:
         """Click on a slice (``coordinates`` in ``space``: "ras", "lps" or "ijk"); the slice is
         segmented at once. Returns the changed box of the buffer, or None."""
         return self.add_prompt(points=[coordinates], positive=[positive], space=space, view_normal=view_normal)
 
-    def add_points(self, positives: Sequence = (), negatives: Sequence = (), space: str = "ras",
+    def add_points(self, positives: Sequence = (), negatives: Sequence = (), *, space: str = "ras",
                    view_normal=None) -> Box | None:
         """Several clicks on one slice as one step (positives, then negatives)."""
         return self.add_prompt(points=[*positives, *negatives],
                                positive=[True] * len(positives) + [False] * len(negatives),
                                space=space, view_normal=view_normal)
 
-    def add_box(self, corner_a, corner_b, space: str = "ras", view_normal=None) -> Box | None:
+    def add_box(self, corner_a, corner_b, *, space: str = "ras", view_normal=None) -> Box | None:
         """A box drawn on one slice, by two opposite corners."""
         return self.add_prompt(box=(corner_a, corner_b), space=space, view_normal=view_normal)
 
@@ -223,7 +213,7 @@ class PropagationSession(UndoableSession):
         prompt = SlicePrompt(points_xy=xy, labels=labels, box_xyxy=box_xyxy)
         return self._apply_prompt(slice_index, prompt, history)
 
-    def add_mask(self, mask: np.ndarray, slice_index: int, view_normal=None) -> Box | None:
+    def add_mask(self, mask: np.ndarray, slice_index: int, *, view_normal=None) -> Box | None:
         """A mask drawn or edited on slice ``slice_index``: (rows, columns) of that slice,
         nonzero = object. It is written as given and conditions the model as SAM2's mask
         prompt does (an empty mask confirms that the object is absent there)."""
@@ -259,7 +249,7 @@ class PropagationSession(UndoableSession):
         return history.end(self._prompts)  # a step even when no voxel changed
 
     # --- propagation ----------------------------------------------------------------------------
-    def propagate(self, progress: ProgressCallback | None = None) -> PropagationOutcome:
+    def run(self, progress: ProgressCallback | None = None) -> RunOutcome:
         """Propagate from the slices prompted since the last propagation (see the module
         docstring). ``progress(slices_done, slices_total)`` is called after every slice; it may
         call :meth:`cancel`. Never raises on cancellation: see the outcome's ``completed``."""
@@ -273,7 +263,7 @@ class PropagationSession(UndoableSession):
                     progress(done, total)
         finally:
             steps.close()
-        return PropagationOutcome(done == total, done, total, changed)
+        return RunOutcome(done == total, done, total, changed)
 
     def cancel(self) -> None:
         """Ask a running propagation to stop after the current slice (thread-safe)."""
@@ -385,15 +375,8 @@ class PropagationSession(UndoableSession):
                              f"{volume.shape_ijk}); propagation needs at least 2 slices")
 
     # --- checks ---------------------------------------------------------------------------------
-    def _require_volume(self) -> Volume:
-        if self._volume is None:
-            raise ValueError("no volume is open: call set_volume(volume) first")
-        return self._volume
-
     def _require_plane(self) -> SlicePlane:
         self._require_volume()
         return self._plane
 
-    def _require_history(self) -> MaskHistory:
-        self._require_volume()  # set_volume always sets a buffer and its history
-        return self._history
+

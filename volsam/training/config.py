@@ -17,13 +17,10 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-MODELS = ("sam3d-adapter", "sam2-3dmed")
+from ..methods import get_method, method_names
 
-#: Spec section 9: 500 epochs. SAM2-3dMed's paper gives no figure; this project trains 100.
-DEFAULT_EPOCHS = {"sam3d-adapter": 500, "sam2-3dmed": 100}
-ADAPTER_LEARNING_RATE = 4e-4  # spec section 9, all three optimizers
-SAM2_LEARNING_RATE = 1e-4  # spec D7: trained SAM2 parts
-SAM2_HEAD_LEARNING_RATE = 1e-3  # spec D7: the new heads (SRPP, BD)
+MODELS = method_names()
+
 
 
 def adapter_configs() -> dict:
@@ -71,10 +68,6 @@ def sam2_configs() -> dict:
     return configs
 
 
-#: Configurations that are trained from scratch (no pretrained checkpoint exists for them).
-FROM_SCRATCH = {"sam3d-adapter": ("tiny", "tiny-demo"), "sam2-3dmed": ("tiny-test", "tiny-demo")}
-
-
 @dataclass(frozen=True)
 class TrainingConfig:
     """One training run (``volsam train`` options; see its ``--help`` for each field)."""
@@ -120,7 +113,8 @@ class TrainingConfig:
                 object.__setattr__(self, name, Path(value))
 
     def validate(self) -> TrainingConfig:
-        """Option checks that need no data; one clear ValueError each."""
+        """Option checks that need no data and no method's recipe (those:
+        :func:`volsam.training.recipes.checked`); one clear ValueError each."""
         if self.model not in MODELS:
             raise ValueError(f"--model must be one of {', '.join(MODELS)}, got {self.model!r}")
         if self.epochs is not None and self.steps is not None:
@@ -137,48 +131,22 @@ class TrainingConfig:
             raise ValueError(f"--lr must be positive, got {self.learning_rate}")
         if self.init is not None and not self.init.is_file():
             raise ValueError(f"--init {self.init}: no such file")
-        names = self.model_config_names()
+        names = self.defaults.config_names
         if self.config_name not in names:
             raise ValueError(f"--config {self.config_name!r} is not a {self.model} configuration; expected one of "
                              f"{', '.join(names)}")
-        if self.model == "sam3d-adapter":
-            if self.sam2_checkpoint is not None:
-                raise ValueError("--sam2-checkpoint belongs to --model sam2-3dmed; sam3d-adapter starts from "
-                                 "--sam-checkpoint (SAM ViT-B)")
-            if self.config_name == "vit_b" and self.sam_checkpoint is None and not self.train_encoder:
-                raise ValueError("fine-tuning the vit_b 3DSAM-adapter needs --sam-checkpoint sam_vit_b_01ec64.pth "
-                                 "(its frozen encoder); for a model from scratch pick --config tiny-demo")
-            if self.sam_checkpoint is not None and self.config_name != "vit_b":
-                raise ValueError(f"--sam-checkpoint initialises the vit_b configuration only, not {self.config_name!r}")
-            if self.click_protocol not in ("3dsam", "lesion", "iterative"):
-                raise ValueError(f"--clicks must be 3dsam, lesion or iterative, got {self.click_protocol!r}")
-        else:
-            if self.sam_checkpoint is not None:
-                raise ValueError("--sam-checkpoint belongs to --model sam3d-adapter; sam2-3dmed starts from "
-                                 "--sam2-checkpoint (SAM2.1)")
-            if self.crop is not None:
-                raise ValueError("--crop applies to sam3d-adapter; sam2-3dmed trains on whole slices at its "
-                                 "configuration's image size (--clip-length sets the slices per clip)")
-            scratch = self.config_name in FROM_SCRATCH["sam2-3dmed"]
-            if not scratch and self.sam2_checkpoint is None and not self.train_encoder:
-                raise ValueError(f"fine-tuning SAM2-3dMed {self.config_name} needs --sam2-checkpoint "
-                                 f"(the official SAM2.1 checkpoint of that size, for the frozen image encoder); for "
-                                 "a model from scratch pick --config tiny-demo")
-            if scratch and self.sam2_checkpoint is not None:
-                raise ValueError(f"--config {self.config_name} is trained from scratch; --sam2-checkpoint fits the "
-                                 "SAM2.1 sizes only")
         return self
+
+    @property
+    def defaults(self):
+        """The method's configurations and defaults (:class:`volsam.methods.TrainingDefaults`)."""
+        return get_method(self.model).training
 
     @property
     def config_name(self) -> str:
         if self.config is not None:
             return self.config
-        return "vit_b" if self.model == "sam3d-adapter" else "tiny"
-
-    def model_config_names(self) -> tuple[str, ...]:
-        if self.model == "sam3d-adapter":
-            return ("vit_b", "tiny", "tiny-demo")
-        return ("tiny", "small", "base_plus", "large", "tiny-test", "tiny-demo")
+        return self.defaults.default_config
 
     def adapter_model_config(self):
         """The 3DSAM-adapter configuration, with ``--crop`` applied to from-scratch configs."""
@@ -186,7 +154,7 @@ class TrainingConfig:
         crop = self.crop
         if crop is None or crop == config.crop_size:
             return config
-        if self.config_name not in FROM_SCRATCH["sam3d-adapter"]:
+        if self.config_name not in self.defaults.from_scratch:
             raise ValueError(f"--crop {crop}: the {self.config_name} configuration works on {config.crop_size}^3 crops "
                              "only (its position tables come from SAM); crops of other sizes need a configuration "
                              "trained from scratch")
@@ -205,4 +173,4 @@ class TrainingConfig:
     def run_epochs(self) -> int | None:
         if self.steps is not None:
             return None
-        return self.epochs if self.epochs is not None else DEFAULT_EPOCHS[self.model]
+        return self.epochs if self.epochs is not None else self.defaults.default_epochs

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import TrainingConfig
+from .recipes import checked, recipe_for
 
 LOG_COLUMNS = ("epoch", "step", "train_loss", "val_loss", "val_dice", "learning_rate", "epoch_seconds",
                "data_wait_seconds", "best")
@@ -69,7 +70,7 @@ def train(config: TrainingConfig) -> TrainingResult:
     from ..devices import resolve_device
     from .distributed import DistributedContext
 
-    config.validate()
+    checked(config)
     context = DistributedContext.from_environment()
     device = resolve_device(config.device)
     if context.enabled and device.type == "cuda":
@@ -181,84 +182,28 @@ def _prepare_data(config: TrainingConfig, context) -> _PreparedData:
 def _facts(config: TrainingConfig, dataset, label_value: int, label_name: str, train_cases, validation_cases,
            run_file: Path) -> dict:
     """What the run learns from its data (kept in run.json, so a resumed run reuses it)."""
-    from .preprocessing import (
-        ADAPTER_PRESETS,
-        AdapterPreprocessing,
-        Sam2Preprocessing,
-        default_sam2_window,
-        foreground_intensity,
-    )
-
     if config.resume:
         return json.loads(run_file.read_text())["facts"]
     facts = {"label_value": label_value, "label_name": label_name, "modality": dataset.modality,
              "train_cases": [c.case_id for c in train_cases],
              "validation_cases": [c.case_id for c in validation_cases]}
-    if config.model == "sam3d-adapter":
-        if config.preset == "auto":
-            intensity = foreground_intensity(train_cases, progress=config.progress)
-        elif config.preset in ADAPTER_PRESETS:
-            intensity = ADAPTER_PRESETS[config.preset]
-        else:
-            raise ValueError(f"--preset must be auto or one of {', '.join(ADAPTER_PRESETS)}, got {config.preset!r}")
-        facts["preprocessing"] = AdapterPreprocessing(config.spacing_mm, intensity).to_dict()
-    else:
-        facts["preprocessing"] = Sam2Preprocessing(config.window or default_sam2_window(dataset.is_ct)).to_dict()
+    facts["preprocessing"] = recipe_for(config.model).preprocessing(config, dataset, train_cases)
     return facts
 
 
 def inference_note(config: TrainingConfig, preprocessing: dict) -> str | None:
     """A warning when inference (``volsam segment``, the sessions) will not preprocess as this
-    run does: the adapter session works at 1 mm with a named preset, the SAM2 session with the
-    soft-tissue window for CT."""
-    from .preprocessing import ADAPTER_PRESETS
-
-    if preprocessing["kind"] == "sam3d-adapter":
-        intensity = preprocessing["intensity"]
-        named = [name for name, preset in ADAPTER_PRESETS.items()
-                 if np.allclose([preset.clip_low, preset.clip_high, preset.mean, preset.std],
-                                [intensity[k] for k in ("clip_low", "clip_high", "mean", "std")])]
-        problems = []
-        if preprocessing["spacing_mm"] != 1.0:
-            problems.append(f"it resamples to {preprocessing['spacing_mm']:g} mm, inference to 1 mm")
-        if not named:
-            problems.append("its intensity constants are no named preset (pass that preset's constants with "
-                            "--preset at training, or give inference the same constants)")
-        if problems:
-            return ("volsam segment and the Slicer module will not preprocess as this run does: " + "; ".join(problems))
-    elif preprocessing["window"] != "soft_tissue" and preprocessing["window"] != "percentile":
-        return (f"this run uses the {preprocessing['window']} window; pass the same window to volsam segment "
-                "(--window) when using the model")
-    return None
+    run does."""
+    return recipe_for(config.model).inference_note(preprocessing)
 
 
 def _preprocessing_from_dict(data: dict):
-    from .preprocessing import AdapterIntensity, AdapterPreprocessing, Sam2Preprocessing
-
-    if data["kind"] == "sam3d-adapter":
-        return AdapterPreprocessing(float(data["spacing_mm"]), AdapterIntensity(**data["intensity"]))
-    return Sam2Preprocessing(data["window"])
+    return recipe_for(data["kind"]).preprocessing_from_dict(data)
 
 
 def _make_task(config: TrainingConfig, data: _PreparedData, device):
-    if config.model == "sam3d-adapter":
-        from .adapter_task import AdapterTask
-        from .preprocessing import PRESET_AUGMENTATION
-        from .samples import AdapterSampling
+    return recipe_for(config.model).make_task(config, data.train, data.validation, data.preprocessing, device)
 
-        model_config = config.adapter_model_config()
-        intensity = data.preprocessing.intensity
-        augmentation = config.augmentation or PRESET_AUGMENTATION.get(config.preset, "zoom3d")
-        sampling = AdapterSampling(model_config.crop_size, augmentation, config.click_protocol,
-                                   intensity_shift=20.0 / intensity.std)
-        return AdapterTask(config, data.train, data.validation, sampling, device)
-    from .sam2_task import Sam2Task
-    from .samples import ClipSampling
-
-    # --clicks iterative: the prompted slice also learns from corrective (negative) clicks.
-    corrective = 0.5 if config.click_protocol == "iterative" else 0.0
-    return Sam2Task(config, data.train, data.validation,
-                    ClipSampling(config.clip_length, corrective_click_probability=corrective), device)
 
 
 # --- the loop ---------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cache import CachedCases
-from .config import SAM2_HEAD_LEARNING_RATE, SAM2_LEARNING_RATE, TrainingConfig
+from .config import TrainingConfig
 from .losses import (
     BOUNDARY_WEIGHT,
     IOU_WEIGHT,
@@ -47,6 +47,9 @@ from .losses import (
 )
 from .samples import ClipSampling, sam2_clip_sample
 from .task import OptimizerGroup, TrainingTask, checkpoint_forward
+
+SAM2_LEARNING_RATE = 1e-4  # spec D7: trained SAM2 parts
+SAM2_HEAD_LEARNING_RATE = 1e-3  # spec D7: the new heads (SRPP, BD)
 
 VALIDATION_SEED = 12345
 WEIGHT_DECAY = 0.01
@@ -220,9 +223,7 @@ class Sam2Task(TrainingTask):
     @property
     def contents(self) -> str:
         """Checkpoints hold the whole model when the encoder was trained (or never pretrained)."""
-        from .config import FROM_SCRATCH
-
-        whole = self.config.train_encoder or self.config.config_name in FROM_SCRATCH["sam2-3dmed"]
+        whole = self.config.train_encoder or self.config.config_name in self.config.defaults.from_scratch
         return "whole_model" if whole else "trained_parts"
 
     def optimizer_groups(self) -> list[OptimizerGroup]:

@@ -37,9 +37,9 @@ from ..clicks import (
     region_center,
 )
 from .cache import CachedCase
+from .preprocessing import AUGMENTATIONS
 
 CLICK_PROTOCOLS = ("3dsam", "lesion", "iterative")
-AUGMENTATIONS = ("zoom3d", "inplane", "robust", "none")
 #: "robust" appearance draws: contrast scale, extra noise (in units of intensity_shift, i.e.
 #: of 20 HU) and blur (voxels), each applied with probability APPEARANCE_PROBABILITY.
 ROBUST_CONTRAST_SCALE = (0.6, 1.5)

@@ -101,6 +101,16 @@ CATALOG: dict[str, WeightsFile] = {entry.key: entry for entry in (
 )}
 
 
+class WeightsNeeded(Exception):
+    """A catalog file must be downloaded (after the user agrees to its licence) before the model
+    can be built; ``reason`` says what it is needed for."""
+
+    def __init__(self, entry: WeightsFile, reason: str):
+        super().__init__(f"{entry.filename} is needed: {reason}")
+        self.entry = entry
+        self.reason = reason
+
+
 class DownloadError(RuntimeError):
     """A download failed; the message says why and what to do."""
 

@@ -4,8 +4,8 @@ fused into the mask path, propagating prompts through a volume's slices
 
 Modules, one component each: :mod:`.config` (dataclasses), :mod:`.build` (from the ``sam2``
 package's SAM2.1 configs), :mod:`.boundary` and :mod:`.srpp` (the two heads), :mod:`.model`,
-:mod:`.checkpoint` (strict, safe loading), :mod:`.detect` (``volsam weights inspect``),
-:mod:`.slicing` and :mod:`.frames` (slices as model inputs), :mod:`.memory` and
-:mod:`.tracker` (propagation), :mod:`.runner` (``volsam segment``). The interactive session is
-:mod:`volsam.sessions.propagation_session`. Importing this package does not import torch.
+:mod:`.checkpoint` (strict, safe loading), :mod:`.variants` (which SAM2 a state dict is),
+:mod:`.detect` (``volsam weights inspect``), :mod:`.slicing` and :mod:`.frames` (slices as
+model inputs), :mod:`.memory` and :mod:`.tracker` (propagation). The interactive session is
+:mod:`volsam.sessions.propagation_session`; :mod:`volsam.methods` loads the model for it. Importing this package does not import torch.
 """

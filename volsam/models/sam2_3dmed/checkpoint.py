@@ -126,7 +126,7 @@ def read_sam2_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 def sam2_variant_of(state_dict: Mapping[str, Any]):
     """:class:`~.detect.SAM2Detection` of a state dict, or None if it is no SAM2."""
-    from .detect import detect_sam2_state_dict
+    from .variants import detect_sam2_state_dict
 
     return detect_sam2_state_dict({k: tuple(v.shape) for k, v in state_dict.items() if hasattr(v, "shape")})
 

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     import torch
 
 MODALITIES = ("ct", "mr", "unknown")
+#: Below this 1st-percentile value an image is taken as CT in Hounsfield units (air is -1000).
+CT_AIR_THRESHOLD = -500.0
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: Percentiles are estimated on at most this many voxels (an evenly strided sample), so that
@@ -69,6 +71,13 @@ class IntensityConfig:
         sample = flat[:: max(1, flat.size // PERCENTILE_SAMPLE_VOXELS)]
         low, high = np.percentile(sample, self.percentiles)
         return float(low), float(high)
+
+
+def guess_modality(array: np.ndarray) -> str:
+    """"ct" when the darkest voxels look like air in HU, else "unknown" (percentile clipping)."""
+    flat = np.asarray(array).reshape(-1)
+    sample = flat[:: max(1, flat.size // 1_000_000)]
+    return "ct" if float(np.percentile(sample, 1)) <= CT_AIR_THRESHOLD else "unknown"
 
 
 class SliceFrames:

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import torch
 
-from ...weights.inspect import CheckpointReport
 from ...weights.kinds import OFFICIAL_SAM3D_SECTIONS, PROJECT_SAM3D_FORMAT, classify, describe_kind, sam_kind
 from ...weights.loading import CheckpointError, LoadedCheckpoint, load_checkpoint
+from ...weights.report import CheckpointReport
 from .build import build_sam3d_adapter
 from .config import VIT_B, Sam3DAdapterConfig
 from .freezing import apply_official_freezing, is_trainable, is_trainable_encoder_key
@@ -44,6 +44,10 @@ PROJECT_HELP = (f"a volsam 3DSAM-adapter checkpoint (safetensors or torch file m
 SAM_HELP = "SAM ViT-B (sam_vit_b_01ec64.pth: a state dict with image_encoder.*, prompt_encoder.*, mask_decoder.* keys)"
 
 _BUFFER_SUFFIXES = ("attn_mask", "positional_encoding_gaussian_matrix")
+
+
+class SamEncoderMissing(CheckpointError):
+    """A project checkpoint saved without SAM's frozen encoder tensors, and no SAM ViT-B given."""
 
 
 def _loaded(source) -> LoadedCheckpoint:
@@ -296,7 +300,7 @@ def from_checkpoint(source, patch_path: str = "folded", device=None, sam=None) -
                    if _frozen_sam_key(k) and k not in state]
     if without_sam:
         if sam is None:
-            raise CheckpointError(f"{loaded.path}: holds only the tuned tensors ({len(without_sam)} frozen SAM tensors "
+            raise SamEncoderMissing(f"{loaded.path}: holds only the tuned tensors ({len(without_sam)} frozen SAM tensors "
                                   f"left out); give the SAM ViT-B checkpoint too ({SAM_HELP})")
         donor = from_sam(sam, config).state_dict()
         state.update({k: donor[k] for k in without_sam})

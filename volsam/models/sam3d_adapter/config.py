@@ -16,7 +16,6 @@ works at half the crop size.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 
 
@@ -142,9 +141,6 @@ class Sam3DAdapterConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: dict) -> Sam3DAdapterConfig:

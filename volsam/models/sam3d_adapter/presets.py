@@ -47,3 +47,13 @@ def get_preset(name: str | None) -> IntensityPreset:
         return PRESETS[name]
     except KeyError:
         raise ValueError(f"unknown intensity preset {name!r}; expected one of {', '.join(PRESETS)}") from None
+
+
+def preset_matching(intensity: dict) -> str | None:
+    """The preset whose constants equal a checkpoint's training intensities
+    (``clip_low``, ``clip_high``, ``mean``, ``std``), if one does."""
+    for name, preset in PRESETS.items():
+        if np.allclose([preset.clip_low, preset.clip_high, preset.mean, preset.std],
+                       [intensity["clip_low"], intensity["clip_high"], intensity["mean"], intensity["std"]]):
+            return name
+    return None

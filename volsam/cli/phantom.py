@@ -1,7 +1,9 @@
 """``volsam phantom OUT_DIR``: write synthetic CT phantoms in nnU-Net v2 raw layout.
 
 OUT_DIR receives imagesTr/, labelsTr/, dataset.json and phantoms.json (per-case lesion
-centres in RAS mm and voxel ijk, diameters, contrasts; see ``volsam.phantoms``).
+centres in RAS mm and voxel ijk, diameters, contrasts, rims; see ``volsam.phantoms``).
+``--variation full`` randomises every case's scanner look and lesion kinds; ``--modality mr``
+gives MR-like intensities.
 """
 
 from __future__ import annotations

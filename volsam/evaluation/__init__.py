@@ -4,7 +4,9 @@
 chosen protocol (:mod:`.protocols`), predictions through the model's session
 (:mod:`.predictors`), Dice / IoU / NSD at 5 mm / HD95 on the case's original grid
 (:func:`volsam.metrics.compute_metrics`), then ``cases.csv`` and ``summary.md`` /
-``summary.json`` (:mod:`.report`).
+``summary.json`` (:mod:`.report`). ``baselines`` (:mod:`.baselines`, e.g. region growing) run
+through the same protocol on the same cases; :mod:`.comparison` puts them next to the model, per
+click count, lesion size and, on phantoms, lesion kind (``comparison.json`` and summary.md).
 """
 
 from __future__ import annotations

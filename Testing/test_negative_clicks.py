@@ -24,6 +24,9 @@ def leaking_lesion():
     return image, numbered == lesion.number, lesion
 
 
+@pytest.mark.xfail(strict=True, reason="issue 15: the shipped adapter demo's point-label embedding is inert (the "
+                   "negative click leaves the mask byte-identical); the model retrained with --clicks iterative "
+                   "is not yet trained. Strict, so the retrained model's commit must drop this marker.")
 def test_a_negative_click_inside_the_adapters_leak_removes_it_and_keeps_the_lesion(leaking_lesion):
     from volsam.models.sam3d_adapter.checkpoints import load_model
     from volsam.models.sam3d_adapter.runner import demo_weights

@@ -118,23 +118,31 @@ def test_engine_input_checks(tiny_model):
         tracker.init_state(single.array, SlicePlane(single.shape_kji, 2), (0.0, 1.0))
 
 
-def _two_objects(track_step, image_size):
-    """track_step with its masks replaced: one object at the top left, another at the bottom right."""
+def _scripted_masks(track_step, image_size, paint):
+    """track_step with its masks replaced by ``paint(logits)`` drawn on a "no object" background."""
     import torch
     import torch.nn.functional as F
 
     def scripted(*args, **kwargs):
         out = track_step(*args, **kwargs)
         low = torch.full_like(out["pred_masks"], -10.0)
-        rows, cols = low.shape[-2:]
-        low[..., : rows // 3, : cols // 3] = 10.0
-        low[..., -rows // 4:, -cols // 4:] = 10.0
+        paint(low, *low.shape[-2:])
         out["pred_masks"] = low
         out["pred_masks_high_res"] = F.interpolate(low, size=(image_size, image_size), mode="bilinear",
                                                    align_corners=False)
         return out
 
     return scripted
+
+
+def _two_objects(track_step, image_size):
+    """One object at the top left, another at the bottom right."""
+
+    def paint(low, rows, cols):
+        low[..., : rows // 3, : cols // 3] = 10.0
+        low[..., -rows // 4:, -cols // 4:] = 10.0
+
+    return _scripted_masks(track_step, image_size, paint)
 
 
 def test_each_slice_keeps_only_the_chosen_object(present_model, monkeypatch):
@@ -180,23 +188,15 @@ def test_each_slice_keeps_only_the_chosen_object(present_model, monkeypatch):
 
 
 def _ring(track_step, image_size):
-    """A scripted model whose every mask is a ring (a bright rim around a dark core) in the top
-    left half and a square in the bottom right corner."""
-    import torch.nn.functional as F
+    """A ring (a bright rim around a dark core) in the top left half and a square in the bottom
+    right corner."""
 
-    def scripted(*args, **kwargs):
-        out = track_step(*args, **kwargs)
-        low = torch.full_like(out["pred_masks"], -10.0)
-        rows, cols = low.shape[-2:]
+    def paint(low, rows, cols):
         low[..., : rows // 2, : cols // 2] = 10.0
         low[..., rows // 8: 3 * rows // 8, cols // 8: 3 * cols // 8] = -10.0  # the core
         low[..., -rows // 4:, -cols // 4:] = 10.0
-        out["pred_masks"] = low
-        out["pred_masks_high_res"] = F.interpolate(low, size=(image_size, image_size), mode="bilinear",
-                                                   align_corners=False)
-        return out
 
-    return scripted
+    return _scripted_masks(track_step, image_size, paint)
 
 
 def test_a_click_keeps_the_part_around_it_and_nothing_when_it_hit_none(present_model, monkeypatch):

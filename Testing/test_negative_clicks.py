@@ -24,19 +24,19 @@ def leaking_lesion():
     return image, numbered == lesion.number, lesion
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15: the shipped adapter demo's point-label embedding is inert (the "
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="issue 15: the shipped adapter demo's point-label embedding is inert (the "
                    "negative click leaves the mask byte-identical); the model retrained with --clicks iterative "
                    "is not yet trained. Strict, so the retrained model's commit must drop this marker.")
 def test_a_negative_click_inside_the_adapters_leak_removes_it_and_keeps_the_lesion(leaking_lesion):
+    from volsam.methods import get_method
     from volsam.models.sam3d_adapter.checkpoints import load_model
-    from volsam.models.sam3d_adapter.runner import demo_weights
     from volsam.sessions.adapter_session import AdapterSession, AdapterSessionOptions
 
     image, lesion, info = leaking_lesion
     device = torch.device("cpu")
-    session = AdapterSession(load_model(demo_weights(), device=device), device,
+    session = AdapterSession(load_model(get_method("sam3d-adapter").demo_weights(), device=device), device,
                              AdapterSessionOptions(mode="interactive", preset="ct"))
-    session.set_volume(image)
+    session.open_volume(image)
     to_ras = lambda kji: image.ijk_to_ras_points(np.array(kji[::-1], float))  # noqa: E731
     session.add_points([to_ras(info.center_kji)])
     first = session.result.copy() > 0

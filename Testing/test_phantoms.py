@@ -11,8 +11,8 @@ from scipy import ndimage
 
 from volsam.geometry import reorient_like
 from volsam.io import read_image
-from volsam.phantoms import (ORGAN_LABEL, TUMOR_LABEL, PhantomConfig, make_phantom,
-                             write_phantom_dataset)
+from volsam.phantoms import (ORGAN_LABEL, TUMOR_LABEL, VARIATION_FULL, PhantomConfig, Variation,
+                             lesion_kinds, make_phantom, write_phantom_dataset)
 
 # About 140 x 140 x 140 mm in 64 x 64 x 40 voxels: fast, yet roomy enough for 40 mm lesions.
 SMALL = PhantomConfig(size_ijk=(64, 64, 40), spacing_ijk=(2.2, 2.2, 3.5))
@@ -228,3 +228,138 @@ def test_bad_config_raises_one_line_value_error(options, message):
 def test_image_too_small_for_any_lesion_is_a_clear_error():
     with pytest.raises(ValueError, match="no room"):
         make_phantom(0, PhantomConfig(size_ijk=(16, 16, 16), spacing_ijk=(0.5, 0.5, 0.5)))
+
+
+# --- domain randomisation (issue 15) ----------------------------------------------------------------
+FULL = PhantomConfig(variation=VARIATION_FULL)
+FULL_SEEDS = [(15, n) for n in range(10)]
+
+
+@pytest.fixture(scope="module")
+def randomised():
+    return [make_phantom(seed, FULL) for seed in FULL_SEEDS]
+
+
+def test_randomised_phantoms_are_deterministic_per_seed(randomised):
+    image, labels, info = make_phantom(FULL_SEEDS[3], FULL)
+    np.testing.assert_array_equal(image.array, randomised[3][0].array)
+    np.testing.assert_array_equal(labels.array, randomised[3][1].array)
+    assert info == randomised[3][2]
+
+
+def test_randomised_grids_span_the_scanner_looks(randomised):
+    spacings = np.array([image.spacing for image, _, _ in randomised])
+    assert np.all((spacings[:, :2] >= 0.7 * 0.95) & (spacings[:, :2] <= 1.0 * 1.05))
+    assert np.all((spacings[:, 2] >= 1.0) & (spacings[:, 2] <= 3.0)) and np.ptp(spacings[:, 2]) > 0.5
+    sizes = np.array([image.shape_ijk for image, _, _ in randomised])
+    assert np.all((sizes[:, :2] >= 96) & (sizes[:, :2] <= 128)) and np.all((sizes[:, 2] >= 40) & (sizes[:, 2] <= 72))
+    directions = [image.direction_ras for image, _, _ in randomised]
+    oblique = [not np.allclose(np.abs(d), np.eye(3), atol=1e-6) for d in directions]
+    mirrored = [np.linalg.det(d) < 0 for d in directions]
+    assert any(oblique) and not all(oblique) and any(mirrored)
+    for direction in directions:  # rotated by at most 20 degrees about each axis
+        assert np.all(np.abs(direction).max(axis=0) >= np.cos(np.radians(20)) ** 3 - 1e-6)
+
+
+def test_randomised_lesions_span_the_kinds_and_match_their_info(randomised):
+    lesions = [lesion for _, _, info in randomised for lesion in info.lesions]
+    kinds = [lesion_kinds(lesion) for lesion in lesions]
+    assert {k["rim"] for k in kinds} == {"rim", "no rim"}
+    assert {k["density"] for k in kinds} == {"hypo", "hyper"}
+    assert len({k["contrast"] for k in kinds}) >= 2
+    assert all(15.0 <= abs(lesion.contrast_hu) <= 45.0 for lesion in lesions)
+    assert any(lesion.at_organ_edge for lesion in lesions)
+    assert any(lesion.diameter_mm < 10 for lesion in lesions) and any(lesion.diameter_mm > 20 for lesion in lesions)
+    for image, labels, info in randomised:
+        components, diameters = lesion_components(labels, image.spacing)
+        assert len(diameters) == len(info.lesions)  # nearby lesions never merge
+        for lesion in info.lesions:
+            i, j, k = lesion.center_ijk
+            assert components[k, j, i] > 0
+            assert diameters[components[k, j, i]] == pytest.approx(lesion.diameter_mm, abs=1e-3)
+
+
+def test_a_rimmed_lesion_has_a_bright_rim_around_a_darker_core_where_the_centre_lies():
+    found = 0
+    for n in range(40):
+        # A clean look, so the rim and core intensities can be read off exactly.
+        image, labels, info = make_phantom((16, n), replace(FULL, variation=replace(
+            VARIATION_FULL, rim_probability=1.0, noise_std_hu=(0.0, 0.0), blur_sigma_voxels=(0.0, 0.0),
+            texture_std_hu=(0.0, 0.0), organ_texture_std_hu=(0.0, 0.0), lesion_texture_std_hu=(0.0, 0.0),
+            lesions_per_case=(1, 1))))
+        lesion = info.lesions[0]
+        if lesion.rim_mm == 0:
+            continue  # too small for a rim
+        found += 1
+        components, _ = lesion_components(labels, image.spacing)
+        i, j, k = lesion.center_ijk
+        mask = components == components[k, j, i]
+        depth = ndimage.distance_transform_edt(mask, sampling=image.spacing[::-1])
+        rim, core = mask & (depth <= lesion.rim_mm - 0.5), mask & (depth > lesion.rim_mm + 0.5)
+        assert image.array[k, j, i] == pytest.approx(lesion.organ_hu + lesion.contrast_hu, abs=1.0)
+        assert lesion.contrast_hu < 0 < lesion.rim_contrast_hu
+        assert np.median(image.array[rim]) > lesion.organ_hu + 10 > lesion.organ_hu - 10 > np.median(image.array[core])
+        if found == 3:
+            break
+    assert found == 3
+
+
+def test_a_lesion_at_the_organ_edge_bulges_out_of_its_organ():
+    variation = replace(VARIATION_FULL, edge_probability=1.0, lesions_per_case=(1, 1))
+    _, labels, info = make_phantom((17, 0), PhantomConfig(variation=variation))
+    assert info.lesions[0].at_organ_edge
+    lesions = labels.array == TUMOR_LABEL
+    shell = ndimage.binary_dilation(lesions) & ~lesions
+    assert np.any(labels.array[shell] != ORGAN_LABEL)  # not enclosed by organ
+
+
+def test_clustered_lesions_lie_close_to_each_other():
+    variation = replace(VARIATION_FULL, cluster_probability=1.0, lesions_per_case=(3, 3),
+                        lesion_diameter_median_mm=12.0, lesion_diameter_log_sigma=0.0)
+    image, labels, info = make_phantom((18, 0), PhantomConfig(variation=variation))
+    assert len(info.lesions) >= 2
+    components, count = ndimage.label(labels.array == TUMOR_LABEL, np.ones((3, 3, 3)))
+    assert count == len(info.lesions)
+    first = ndimage.distance_transform_edt(components != 1, sampling=image.spacing[::-1])
+    gaps = [first[components == n].min() for n in range(2, count + 1)]
+    assert min(gaps) <= 3 * 3.0 + 10.0  # organ rims (3 mm each) plus the cluster gap
+
+
+def test_mr_variant_has_no_hu_and_is_percentile_normalised_by_sam2(tmp_path):
+    from volsam.models.sam2_3dmed.frames import guess_modality
+
+    image, labels, info = make_phantom((19, 0), replace(FULL, modality="mr"))
+    ct_image, ct_labels, _ = make_phantom((19, 0), FULL)
+    np.testing.assert_array_equal(labels.array, ct_labels.array)  # same anatomy, other look
+    assert image.array.min() >= 0 and guess_modality(image.array) == "unknown"
+    assert guess_modality(ct_image.array) == "ct"
+    fat_and_organ = image.array[labels.array == ORGAN_LABEL].mean()
+    assert fat_and_organ > 50  # tissue is well above the dark background
+    write_phantom_dataset(tmp_path, cases=1, seed=0, config=replace(FULL, modality="mr"))
+    assert json.loads((tmp_path / "dataset.json").read_text())["channel_names"] == {"0": "MR"}
+
+
+def test_cli_variation_full_refuses_grid_options_it_would_ignore(tmp_path, capsys):
+    from volsam.cli import main
+
+    assert main(["phantom", str(tmp_path / "a"), "--cases", "1", "--variation", "full", "--spacing", "1,1,1"]) == 2
+    assert "--spacing" in capsys.readouterr().err
+    assert not (tmp_path / "a" / "dataset.json").exists()
+    assert main(["phantom", str(tmp_path / "b"), "--cases", "2", "--seed", "5", "--variation", "full"]) == 0
+    written = json.loads((tmp_path / "b" / "phantoms.json").read_text())
+    assert written["config"]["variation"]["rim_probability"] == VARIATION_FULL.rim_probability
+    first = written["cases"]["phantom_000"]
+    assert {"rim_mm", "at_organ_edge", "texture_std_hu"} <= set(first["lesions"][0])
+    image = read_image(tmp_path / "b" / "imagesTr" / "phantom_000_0000.nii.gz")
+    np.testing.assert_array_equal(image.array, make_phantom((5, 0), FULL)[0].array)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"rim_probability": 1.5}, "rim_probability"),
+    ({"lesion_contrast_hu": (45.0, 15.0)}, "lesion_contrast_hu"),
+    ({"slices": (8, 20)}, "slices"),
+])
+def test_bad_variation_raises_one_line_value_error(options, message):
+    with pytest.raises(ValueError, match=message) as error:
+        Variation(**options)
+    assert "\n" not in str(error.value)

@@ -118,23 +118,31 @@ def test_engine_input_checks(tiny_model):
         tracker.init_state(single.array, SlicePlane(single.shape_kji, 2), (0.0, 1.0))
 
 
-def _two_objects(track_step, image_size):
-    """track_step with its masks replaced: one object at the top left, another at the bottom right."""
+def _scripted_masks(track_step, image_size, paint):
+    """track_step with its masks replaced by ``paint(logits)`` drawn on a "no object" background."""
     import torch
     import torch.nn.functional as F
 
     def scripted(*args, **kwargs):
         out = track_step(*args, **kwargs)
         low = torch.full_like(out["pred_masks"], -10.0)
-        rows, cols = low.shape[-2:]
-        low[..., : rows // 3, : cols // 3] = 10.0
-        low[..., -rows // 4:, -cols // 4:] = 10.0
+        paint(low, *low.shape[-2:])
         out["pred_masks"] = low
         out["pred_masks_high_res"] = F.interpolate(low, size=(image_size, image_size), mode="bilinear",
                                                    align_corners=False)
         return out
 
     return scripted
+
+
+def _two_objects(track_step, image_size):
+    """One object at the top left, another at the bottom right."""
+
+    def paint(low, rows, cols):
+        low[..., : rows // 3, : cols // 3] = 10.0
+        low[..., -rows // 4:, -cols // 4:] = 10.0
+
+    return _scripted_masks(track_step, image_size, paint)
 
 
 def test_each_slice_keeps_only_the_chosen_object(present_model, monkeypatch):
@@ -176,3 +184,33 @@ def test_each_slice_keeps_only_the_chosen_object(present_model, monkeypatch):
     stock = SliceTracker(present_model, TrackerConfig(early_stop_after=0, keep_connected=False))
     assert all(r.mask[top_left].all() and r.mask[bottom_right].all()
                for r in stock.propagate(state, 1, 1, start_mask=start))
+
+
+
+def _ring(track_step, image_size):
+    """A ring (a bright rim around a dark core) in the top left half and a square in the bottom
+    right corner."""
+
+    def paint(low, rows, cols):
+        low[..., : rows // 2, : cols // 2] = 10.0
+        low[..., rows // 8: 3 * rows // 8, cols // 8: 3 * cols // 8] = -10.0  # the core
+        low[..., -rows // 4:, -cols // 4:] = 10.0
+
+    return _scripted_masks(track_step, image_size, paint)
+
+
+def test_a_click_keeps_the_part_around_it_and_nothing_when_it_hit_none(present_model, monkeypatch):
+    sam2 = present_model.sam2
+    monkeypatch.setattr(sam2, "track_step", _ring(sam2.track_step, present_model.image_size))
+    tracker, state = _tracker_state(present_model, num_slices=8)  # slices of 20 x 22
+    # A click in the dark core: the ring around it is the clicked object, the square is not.
+    ring = tracker.predict_prompt(state, 1, SlicePrompt(points_xy=[[5.0, 5.0]], labels=[1]))
+    assert ring.mask[0, :].any() and not ring.mask[5, 5] and not ring.mask[-2:, -2:].any()
+    # A click beside every part: none is the clicked object, so nothing is kept to propagate.
+    beside = tracker.predict_prompt(state, 1, SlicePrompt(points_xy=[[20.0, 2.0]], labels=[1]))
+    assert not beside.mask.any()
+    state.conditioning[1] = beside.memory
+    assert not any(r.mask.any() for r in tracker.propagate(state, 1, 1, start_mask=beside.mask, early_stop_after=3))
+    # Without a positive click (a box), every part stays.
+    boxed = tracker.predict_prompt(state, 1, SlicePrompt(box_xyxy=[0, 0, 21, 19]))
+    assert boxed.mask[-2:, -2:].all() and boxed.mask[0, :5].all()

@@ -20,6 +20,15 @@ lesion, (6 V / pi)^(1/3). Sizes are drawn log-normally (median 20 mm, so mostly 
 and clipped to ``lesion_diameter_range_mm`` (5..60 mm); a lesion that does not fit in the
 body is shrunk until it does. A lesion's ``center_ijk`` is a voxel inside the lesion (the
 centre of its main ellipsoid), the point to click on.
+
+Domain randomisation (``PhantomConfig(variation=VARIATION_FULL)``, ``volsam phantom --variation
+full``): every case draws its own scanner look and lesion kinds from :class:`Variation`'s ranges
+(spacing, grid size, rotation, flips, noise, blur, organ intensities and texture; hypo- or
+hyperdense lesions of 15..45 HU, lobulated and irregular shapes, internal texture, bright rims
+around darker necrotic cores, clusters of nearby lesions, lesions at the organ's edge).
+``modality="mr"`` maps the tissues to MR-like intensities (arbitrary units, no HU, a smooth
+bias field), for models that percentile-normalise. The default config draws exactly what it
+always did, so phantoms made before keep their voxels.
 """
 
 from __future__ import annotations
@@ -55,6 +64,16 @@ LESION_RIM_MM = 3.0
 # Lesion sizes are drawn until the lesion fits; each failed try shrinks it by this factor.
 LESION_SHRINK_FACTOR = 0.85
 TEXTURE_CORRELATION_MM = 2.0
+# Lesions' internal texture is finer than the organs'.
+LESION_TEXTURE_CORRELATION_MM = 1.2
+ORGAN_TEXTURE_CORRELATION_MM = 4.0
+MODALITIES = ("ct", "mr")
+# MR-like look: tissue intensity (arbitrary units) per CT value, a T1-like mapping (fat bright,
+# air and bone dark); interpolated between these knots.
+MR_KNOTS_HU = (-1000.0, -100.0, 0.0, 100.0, 450.0)
+MR_KNOTS_VALUE = (5.0, 850.0, 380.0, 620.0, 120.0)
+#: Contrast bands of the by-kind breakdown: (label, lower bound HU, upper bound HU) of |contrast|.
+CONTRAST_BANDS = (("< 25 HU", 0.0, 25.0), ("25-35 HU", 25.0, 35.0), (">= 35 HU", 35.0, float("inf")))
 
 
 def _check_triple(name: str, values, is_valid, expected: str) -> None:
@@ -64,6 +83,75 @@ def _check_triple(name: str, values, is_valid, expected: str) -> None:
         ok = False
     if not ok:
         raise ValueError(f"{name} must be three {expected}, got {values!r}")
+
+
+def _check_range(name: str, values, low: float = 0.0, high: float = float("inf")) -> None:
+    try:
+        ok = len(values) == 2 and low <= values[0] <= values[1] <= high
+    except TypeError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be (min, max) with {low:g} <= min <= max <= {high:g}, got {values!r}")
+
+
+@dataclass(frozen=True)
+class Variation:
+    """Domain randomisation: the ranges each case of a randomised dataset draws its look from.
+
+    The defaults span the scanner looks and lesion kinds of CT datasets the demo models were
+    never trained on (issue 15): 0.7..1 mm in-plane, slices to 3 mm, grids rotated up to 20
+    degrees and flipped, noise 5..25 HU, hypo- and hyperdense lesions of 15..45 HU, 40 % with
+    a bright rim around a darker core.
+    """
+
+    in_plane_spacing_mm: tuple[float, float] = (0.7, 1.0)
+    slice_spacing_mm: tuple[float, float] = (1.0, 3.0)
+    in_plane_size: tuple[int, int] = (96, 128)
+    slices: tuple[int, int] = (40, 72)
+    oblique_probability: float = 0.5
+    max_rotation_deg: float = 20.0
+    flip_probability: float = 0.25  # per axis
+    noise_std_hu: tuple[float, float] = (5.0, 25.0)
+    blur_sigma_voxels: tuple[float, float] = (0.3, 1.0)
+    texture_std_hu: tuple[float, float] = (2.0, 10.0)
+    organ_texture_std_hu: tuple[float, float] = (0.0, 8.0)  # coarser, per-organ heterogeneity
+    organ_shift_hu: tuple[float, float] = (-25.0, 25.0)  # all organs of a case
+    organ_spread_hu: float = 15.0  # each organ on its own
+    lesions_per_case: tuple[int, int] = (1, 4)
+    lesion_diameter_median_mm: float = 20.0
+    lesion_diameter_log_sigma: float = 0.5
+    lesion_diameter_range_mm: tuple[float, float] = (5.0, 45.0)
+    lesion_contrast_hu: tuple[float, float] = (15.0, 45.0)
+    hypodense_fraction: float = 0.6
+    lesion_texture_std_hu: tuple[float, float] = (0.0, 10.0)
+    rim_probability: float = 0.4
+    rim_thickness_mm: tuple[float, float] = (1.5, 2.5)
+    rim_contrast_hu: tuple[float, float] = (15.0, 45.0)  # the rim, brighter than the organ
+    max_lobes: int = 4
+    bump_amplitude: tuple[float, float] = (0.15, 0.5)
+    cluster_probability: float = 0.5  # a later lesion lies within cluster_gap_mm of an earlier one
+    cluster_gap_mm: float = 10.0
+    edge_probability: float = 0.25  # a lesion at its organ's edge, bulging out of it
+
+    def __post_init__(self):
+        for name in ("in_plane_spacing_mm", "slice_spacing_mm", "noise_std_hu", "blur_sigma_voxels",
+                     "texture_std_hu", "organ_texture_std_hu", "lesion_contrast_hu", "lesion_texture_std_hu",
+                     "rim_thickness_mm", "rim_contrast_hu", "bump_amplitude", "lesion_diameter_range_mm"):
+            _check_range(name, getattr(self, name))
+        _check_range("in_plane_size", self.in_plane_size, 16)
+        _check_range("slices", self.slices, 16)
+        _check_range("lesions_per_case", self.lesions_per_case, 1)
+        _check_range("organ_shift_hu", self.organ_shift_hu, -float("inf"))
+        for name in ("oblique_probability", "flip_probability", "hypodense_fraction", "rim_probability",
+                     "cluster_probability", "edge_probability"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)!r}")
+        if not 0 < self.in_plane_spacing_mm[0] or not 0 < self.slice_spacing_mm[0]:
+            raise ValueError("spacings must be positive")
+
+
+#: ``volsam phantom --variation full``: every variation on.
+VARIATION_FULL = Variation()
 
 
 @dataclass(frozen=True)
@@ -86,8 +174,16 @@ class PhantomConfig:
     texture_std_hu: float = 6.0
     noise_std_hu: float = 10.0
     blur_sigma_voxels: float = 0.6
+    # Domain randomisation: each case draws its look from these ranges, which then replace the
+    # grid, intensity and lesion settings above (None: every case looks as configured).
+    variation: Variation | None = None
+    modality: str = "ct"  # "mr": MR-like intensities in arbitrary units
 
     def __post_init__(self):
+        if self.modality not in MODALITIES:
+            raise ValueError(f"modality must be one of {', '.join(MODALITIES)}, got {self.modality!r}")
+        if self.variation is not None and not isinstance(self.variation, Variation):
+            raise ValueError(f"variation must be a Variation or None, got {self.variation!r}")
         _check_triple("size_ijk", self.size_ijk, lambda v: float(v).is_integer() and v >= 16,
                       "whole numbers >= 16")
         _check_triple("spacing_ijk", self.spacing_ijk, lambda v: math.isfinite(v) and v > 0,
@@ -128,7 +224,20 @@ class LesionInfo:
     volume_mm3: float
     organ: str
     organ_hu: float
-    contrast_hu: float  # lesion minus organ intensity: negative is hypodense
+    contrast_hu: float  # lesion (its core, for a rimmed one) minus organ intensity: negative is hypodense
+    rim_mm: float = 0.0  # thickness of a bright rim around the lesion's core (0: no rim)
+    rim_contrast_hu: float = 0.0  # the rim minus the organ
+    texture_std_hu: float = 0.0  # internal texture
+    at_organ_edge: bool = False  # bulges out of its organ (no organ rim around it)
+
+
+def lesion_kinds(lesion: dict | LesionInfo) -> dict[str, str]:
+    """A lesion's kind for by-kind breakdowns: rim, density and contrast band."""
+    values = asdict(lesion) if isinstance(lesion, LesionInfo) else lesion
+    contrast = abs(float(values["contrast_hu"]))
+    return {"rim": "rim" if float(values.get("rim_mm", 0.0)) > 0 else "no rim",
+            "density": "hypo" if float(values["contrast_hu"]) < 0 else "hyper",
+            "contrast": next(name for name, low, high in CONTRAST_BANDS if low <= contrast < high)}
 
 
 @dataclass(frozen=True)
@@ -169,15 +278,21 @@ _ORGANS = (
 
 
 def make_phantom(seed, config: PhantomConfig = PhantomConfig()) -> tuple[Volume, Volume, PhantomInfo]:
-    """Build one phantom: (image in HU as int16, labels as uint8, info).
+    """Build one phantom: (image as int16, in HU or for MR in arbitrary units; labels as uint8; info).
 
     ``seed`` is anything ``numpy.random.default_rng`` accepts (an int, or a sequence of ints
     such as (dataset_seed, case_index)); the same seed and config give the same phantom.
     """
     rng = np.random.default_rng(seed)
+    look = None
+    if config.variation is not None:
+        config, look = _draw_case_look(config, rng)
     grid = _Grid(config)
     body = _make_body(grid, rng)
     organ_id, organ_hus = _make_organs(grid, body, rng)
+    if look is not None:
+        organ_hus = [h + look.organ_shift_hu + rng.uniform(-1, 1) * config.variation.organ_spread_hu
+                     for h in organ_hus]
     lesion_id, lesions = _place_lesions(grid, body, organ_id, organ_hus, config, rng)
 
     hu = np.full(grid.shape_kji, AIR_HU, dtype=np.float32)
@@ -186,17 +301,24 @@ def make_phantom(seed, config: PhantomConfig = PhantomConfig()) -> tuple[Volume,
     hu[body.bone] = BONE_HU + rng.uniform(-50, 50)
     for number, organ_hu in enumerate(organ_hus, start=1):
         hu[organ_id == number] = organ_hu
+    if look is not None and look.organ_texture_std_hu > 0:
+        _add_texture(hu, organ_id > 0, look.organ_texture_std_hu, ORGAN_TEXTURE_CORRELATION_MM, grid, rng)
     for number, lesion in enumerate(lesions, start=1):
         hu[lesion_id == number] = lesion.organ_hu + lesion.contrast_hu
+    if look is not None:
+        _paint_lesion_rims_and_texture(hu, lesion_id, lesions, grid, rng)
     if config.texture_std_hu > 0:
         texture = ndimage.gaussian_filter(rng.standard_normal(grid.shape_kji, dtype=np.float32),
                                           TEXTURE_CORRELATION_MM / grid.spacing_kji)
         hu[body.outer] += texture[body.outer] * (config.texture_std_hu / texture.std())
     if config.blur_sigma_voxels > 0:  # partial-volume effect
         hu = ndimage.gaussian_filter(hu, config.blur_sigma_voxels)
-    if config.noise_std_hu > 0:
-        hu += rng.normal(0.0, config.noise_std_hu, grid.shape_kji).astype(np.float32)
-    image = np.clip(np.rint(hu), *HU_RANGE).astype(np.int16)
+    if config.modality == "mr":
+        image = _mr_like(hu, grid, config.noise_std_hu, rng)
+    else:
+        if config.noise_std_hu > 0:
+            hu += rng.normal(0.0, config.noise_std_hu, grid.shape_kji).astype(np.float32)
+        image = np.clip(np.rint(hu), *HU_RANGE).astype(np.int16)
 
     labels = np.zeros(grid.shape_kji, dtype=np.uint8)
     labels[organ_id > 0] = ORGAN_LABEL
@@ -214,6 +336,90 @@ def make_phantom(seed, config: PhantomConfig = PhantomConfig()) -> tuple[Volume,
         ijk_to_ras=tuple(tuple(float(v) for v in row) for row in ijk_to_ras),
     )
     return Volume(np.ascontiguousarray(image), ijk_to_ras), Volume(np.ascontiguousarray(labels), ijk_to_ras), info
+
+
+# --- domain randomisation ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _CaseLook:
+    """What a randomised case draws beyond its PhantomConfig."""
+
+    organ_shift_hu: float
+    organ_texture_std_hu: float
+
+
+def _draw_case_look(config: PhantomConfig, rng: np.random.Generator) -> tuple[PhantomConfig, _CaseLook]:
+    """One case's grid and intensity settings drawn from ``config.variation``."""
+    from dataclasses import replace
+
+    v = config.variation
+    in_plane = float(rng.uniform(*v.in_plane_spacing_mm))
+    # Anisotropic in-plane spacing happens (resampled series): up to 5 % apart.
+    spacing = (in_plane, in_plane * float(rng.uniform(0.95, 1.05)), float(rng.uniform(*v.slice_spacing_mm)))
+    size = (int(rng.integers(v.in_plane_size[0], v.in_plane_size[1] + 1)),
+            int(rng.integers(v.in_plane_size[0], v.in_plane_size[1] + 1)),
+            int(rng.integers(v.slices[0], v.slices[1] + 1)))
+    rotation = (tuple(float(a) for a in rng.uniform(-v.max_rotation_deg, v.max_rotation_deg, 3))
+                if rng.random() < v.oblique_probability else (0.0, 0.0, 0.0))
+    flips = tuple(bool(f) for f in rng.random(3) < v.flip_probability)
+    drawn = replace(
+        config, size_ijk=size, spacing_ijk=spacing, rotation_deg_ras=rotation, flip_ijk=flips,
+        lesions_per_case=v.lesions_per_case, lesion_diameter_median_mm=v.lesion_diameter_median_mm,
+        lesion_diameter_log_sigma=v.lesion_diameter_log_sigma, lesion_diameter_range_mm=v.lesion_diameter_range_mm,
+        lesion_contrast_hu_range=v.lesion_contrast_hu, hypodense_fraction=v.hypodense_fraction,
+        texture_std_hu=float(rng.uniform(*v.texture_std_hu)), noise_std_hu=float(rng.uniform(*v.noise_std_hu)),
+        blur_sigma_voxels=float(rng.uniform(*v.blur_sigma_voxels)))
+    look = _CaseLook(organ_shift_hu=float(rng.uniform(*v.organ_shift_hu)),
+                     organ_texture_std_hu=float(rng.uniform(*v.organ_texture_std_hu)))
+    return drawn, look
+
+
+def _add_texture(hu: np.ndarray, where: np.ndarray, std_hu: float, correlation_mm: float, grid: _Grid,
+                 rng: np.random.Generator) -> None:
+    """Add smooth noise of standard deviation ``std_hu`` inside ``where`` (in its bounding box)."""
+    box = ndimage.find_objects(where.astype(np.uint8))
+    if not box or box[0] is None:
+        return
+    box = box[0]
+    field = ndimage.gaussian_filter(rng.standard_normal(hu[box].shape, dtype=np.float32),
+                                    correlation_mm / grid.spacing_kji)
+    inside = where[box]
+    hu[box][inside] += field[inside] * np.float32(std_hu / max(float(field.std()), 1e-6))
+
+
+def _paint_lesion_rims_and_texture(hu: np.ndarray, lesion_id: np.ndarray, lesions: list, grid: _Grid,
+                                   rng: np.random.Generator) -> None:
+    """A rimmed lesion's outer ``rim_mm`` takes the rim's intensity (the core keeps the lesion's);
+    then each lesion gets its internal texture."""
+    for number, (lesion, box) in enumerate(zip(lesions, ndimage.find_objects(lesion_id)), start=1):
+        if box is None:
+            continue
+        mask = lesion_id[box] == number
+        if lesion.rim_mm > 0:
+            depth = ndimage.distance_transform_edt(np.pad(mask, 1), sampling=grid.spacing_kji)[1:-1, 1:-1, 1:-1]
+            rim = mask & (depth <= lesion.rim_mm)
+            hu[box][rim] = lesion.organ_hu + lesion.rim_contrast_hu
+        if lesion.texture_std_hu > 0:
+            whole = np.zeros(hu.shape, bool)
+            whole[box] = mask
+            _add_texture(hu, whole, lesion.texture_std_hu, LESION_TEXTURE_CORRELATION_MM, grid, rng)
+
+
+def _mr_like(hu: np.ndarray, grid: _Grid, noise_std_hu: float, rng: np.random.Generator) -> np.ndarray:
+    """MR-like image from the noise-free CT-like one: a T1-like tissue mapping, a smooth bias
+    field, Rician noise and an arbitrary gain (so only percentile normalisation makes sense)."""
+    values = np.interp(hu, MR_KNOTS_HU, MR_KNOTS_VALUE).astype(np.float32)
+    direction = rng.normal(size=3)
+    direction /= np.linalg.norm(direction)
+    extent = float(np.abs(np.stack([grid.x.max(), grid.y.max(), grid.z.max()])).max())
+    bias = np.exp(rng.uniform(0.1, 0.3) * (direction[0] * grid.x + direction[1] * grid.y + direction[2] * grid.z)
+                  / extent)
+    values *= bias
+    # CT noise in HU becomes noise in MR units through the soft-tissue slope of the mapping.
+    sigma = noise_std_hu * (MR_KNOTS_VALUE[3] - MR_KNOTS_VALUE[2]) / (MR_KNOTS_HU[3] - MR_KNOTS_HU[2])
+    real = values + rng.normal(0.0, sigma, values.shape).astype(np.float32)
+    imaginary = rng.normal(0.0, sigma, values.shape).astype(np.float32)
+    image = np.sqrt(real ** 2 + imaginary ** 2) * rng.uniform(0.6, 2.5)
+    return np.clip(np.rint(image), 0, np.iinfo(np.int16).max).astype(np.int16)
 
 
 def case_id(index: int) -> str:
@@ -271,7 +477,7 @@ def _write_dataset(out_dir: Path, cases: int, seed: int, config: PhantomConfig) 
         dataset = {
             "name": "VolumetricSAM phantoms",
             "description": "Synthetic CT-like phantoms with organ and tumour labels (volsam.phantoms)",
-            "channel_names": {"0": "CT"},
+            "channel_names": {"0": "MR" if config.modality == "mr" else "CT"},
             "labels": DATASET_LABELS,
             "numTraining": cases,
             "file_ending": FILE_ENDING,
@@ -444,12 +650,13 @@ class _LesionShape:
     lobe_radii: np.ndarray
 
     @classmethod
-    def random(cls, rng: np.random.Generator) -> _LesionShape:
+    def random(cls, rng: np.random.Generator, max_lobes: int = 2,
+               bump_amplitude: tuple[float, float] = (0.15, 0.35)) -> _LesionShape:
         stretch = np.exp(rng.uniform(-0.3, 0.3, 3))
         bump_directions = rng.normal(size=(rng.integers(3, 7), 3))
         bump_directions /= np.linalg.norm(bump_directions, axis=1, keepdims=True)
         bump_weights = rng.uniform(-1, 1, len(bump_directions))
-        lobe_count = rng.integers(0, 3)
+        lobe_count = rng.integers(0, max_lobes + 1)
         lobe_directions = rng.normal(size=(lobe_count, 3))
         lobe_directions /= np.linalg.norm(lobe_directions, axis=1, keepdims=True)
         return cls(
@@ -457,7 +664,7 @@ class _LesionShape:
             stretch=stretch / np.prod(stretch) ** (1 / 3),
             bump_directions=bump_directions,
             bump_weights=bump_weights / np.abs(bump_weights).sum(),
-            bump_amplitude=rng.uniform(0.15, 0.35),
+            bump_amplitude=rng.uniform(*bump_amplitude),
             lobe_centers=lobe_directions * rng.uniform(0.6, 0.9, (lobe_count, 1)),
             lobe_radii=rng.uniform(0.35, 0.6, lobe_count),
         )
@@ -536,24 +743,39 @@ def _place_lesions(grid: _Grid, body: _Body, organ_id: np.ndarray, organ_hus: li
     allowed_mm = (low_mm * 1.001, high_mm * 0.999)  # keep voxel rounding from reaching the ends
     lesion_id = np.zeros(grid.shape_kji, dtype=np.uint8)
     lesions, placed = [], []  # placed: (centre in patient mm, reach in mm)
+    variation = config.variation
+    shape_options = {} if variation is None else {"max_lobes": variation.max_lobes,
+                                                  "bump_amplitude": variation.bump_amplitude}
 
     for _ in range(rng.integers(config.lesions_per_case[0], config.lesions_per_case[1] + 1)):
         diameter = float(np.clip(config.lesion_diameter_median_mm
                                  * np.exp(config.lesion_diameter_log_sigma * rng.normal()), *allowed_mm))
-        shape = _LesionShape.random(rng)
+        shape = _LesionShape.random(rng, **shape_options)
         sign = -1 if rng.random() < config.hypodense_fraction else 1
         contrast = sign * rng.uniform(*config.lesion_contrast_hu_range)
         pick = rng.random()  # which candidate voxel, as a fraction of however many there turn out to be
+        kind = _draw_lesion_kind(variation, rng) if variation is not None else {}
+        if kind.get("rim_mm"):  # a bright rim surrounds a darker, necrotic core
+            contrast = -abs(contrast)
         while True:
             lesion = _voxelise_with_diameter(shape, diameter, grid, allowed_mm)
-            candidates = ((organ_id > 0) & (organ_depth >= 0.2 * lesion.diameter_mm)
+            if kind.get("at_organ_edge"):  # centred near the organ's surface, so it bulges out
+                in_organ = (organ_depth > 0) & (organ_depth <= max(0.25 * lesion.diameter_mm, 1.5 * rim_mm))
+            else:
+                in_organ = organ_depth >= 0.2 * lesion.diameter_mm
+            candidates = ((organ_id > 0) & in_organ
                           & (soft_depth >= lesion.reach_mm + rim_mm)
                           & (grid.border_distance_mm >= lesion.reach_mm + rim_mm + grid.margin_mm))
             candidates = np.flatnonzero(candidates)
             positions = np.stack([axis.ravel()[candidates] for axis in (grid.x, grid.y, grid.z)], axis=1)
+            gaps = np.full(len(candidates), np.inf)
             for center, reach in placed:
-                far = np.linalg.norm(positions - center, axis=1) >= lesion.reach_mm + reach + 2 * rim_mm
-                candidates, positions = candidates[far], positions[far]
+                gap = np.linalg.norm(positions - center, axis=1) - (lesion.reach_mm + reach + 2 * rim_mm)
+                far = gap >= 0
+                candidates, positions, gaps = candidates[far], positions[far], np.minimum(gaps[far], gap[far])
+            if kind.get("clustered") and np.any(gaps <= variation.cluster_gap_mm):
+                near = gaps <= variation.cluster_gap_mm  # a few mm of organ between it and the one before
+                candidates, positions = candidates[near], positions[near]
             if candidates.size or diameter * LESION_SHRINK_FACTOR < low_mm:
                 break
             diameter *= LESION_SHRINK_FACTOR
@@ -566,7 +788,8 @@ def _place_lesions(grid: _Grid, body: _Body, organ_id: np.ndarray, organ_hus: li
         center_kji = np.array(np.unravel_index(candidates[chosen], grid.shape_kji))
         host = int(organ_id[tuple(center_kji)])
         number = len(lesions) + 1
-        _stamp_lesion(lesion, center_kji, number, host, rim_mm, grid, body, organ_id, lesion_id)
+        _stamp_lesion(lesion, center_kji, number, host, 0.0 if kind.get("at_organ_edge") else rim_mm,
+                      grid, body, organ_id, lesion_id)
         placed.append((positions[chosen], lesion.reach_mm))
         center_ijk = center_kji[::-1]
         lesions.append(LesionInfo(
@@ -577,13 +800,34 @@ def _place_lesions(grid: _Grid, body: _Body, organ_id: np.ndarray, organ_hus: li
             organ=_ORGANS[host - 1].name,
             organ_hu=organ_hus[host - 1],
             contrast_hu=float(contrast),
+            **_lesion_kind_info(kind, lesion.diameter_mm),
         ))
     return lesion_id, lesions
 
 
+def _draw_lesion_kind(variation: Variation, rng: np.random.Generator) -> dict:
+    return {"rim_mm": float(rng.uniform(*variation.rim_thickness_mm)) if rng.random() < variation.rim_probability
+            else 0.0,
+            "rim_contrast_hu": float(rng.uniform(*variation.rim_contrast_hu)),
+            "texture_std_hu": float(rng.uniform(*variation.lesion_texture_std_hu)),
+            "clustered": bool(rng.random() < variation.cluster_probability),
+            "at_organ_edge": bool(rng.random() < variation.edge_probability)}
+
+
+def _lesion_kind_info(kind: dict, diameter_mm: float) -> dict:
+    """The LesionInfo fields of a drawn kind. A rim needs a core: lesions under four rim widths
+    across get none."""
+    if not kind:
+        return {}
+    rim = kind["rim_mm"] if diameter_mm >= 4 * kind["rim_mm"] else 0.0
+    return {"rim_mm": round(rim, 3), "rim_contrast_hu": kind["rim_contrast_hu"] if rim else 0.0,
+            "texture_std_hu": kind["texture_std_hu"], "at_organ_edge": kind["at_organ_edge"]}
+
+
 def _stamp_lesion(lesion: _VoxelisedLesion, center_kji, number: int, host: int, rim_mm: float,
                   grid: _Grid, body: _Body, organ_id: np.ndarray, lesion_id: np.ndarray) -> None:
-    """Write the lesion into lesion_id and grow its host organ over a rim around it."""
+    """Write the lesion into lesion_id and grow its host organ over a rim around it (none for
+    ``rim_mm`` 0: a lesion at the organ's edge borders whatever lies there)."""
     rim_voxels = np.ceil(rim_mm / grid.spacing_kji).astype(int)
     half = lesion.half_box_kji + rim_voxels
     mask = np.pad(lesion.mask, [(r, r) for r in rim_voxels])

@@ -39,6 +39,10 @@ def add_parser(subparsers) -> None:
                              "interactive for iterative)")
     parser.add_argument("--axis", default="axial", choices=("axial", "coronal", "sagittal"),
                         help="sam2-3dmed slice direction (default: axial)")
+    parser.add_argument("--baseline", dest="baselines", action="append", default=[], choices=("region-growing",),
+                        help="also score this classical method from the same clicks and report it next to the model "
+                             "(summary.md's side-by-side tables, per size and, on phantoms, per lesion kind); "
+                             "repeatable")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -79,11 +83,15 @@ def run(args) -> int:
                                    adapter_mode=args.adapter_mode, axis=args.axis),
         data=args.data, out=args.out, label=args.label, split=args.split, fold=args.fold, split_file=args.splits,
         click_counts=counts, protocol=args.protocol, seed=args.seed, max_cases=args.max_cases,
-        progress=args.progress)
+        progress=args.progress, baselines=tuple(args.baselines))
     result = evaluate(config)
     for count, stats in result.summary.by_clicks.items():
         dice = stats["dice"]
         print(f"{count} click(s): Dice {dice.mean:.4f} ± {dice.std:.4f} over {dice.count + dice.excluded} "
               f"{'lesions' if args.protocol == 'center' else 'cases'}", file=sys.stderr)
+    if result.comparison:
+        for count, stats in result.comparison["by_clicks"].items():
+            print(f"{count} click(s), side by side: " + ", ".join(f"{m} {s['dice']:.4f}" for m, s in stats.items()),
+                  file=sys.stderr)
     print(f"wrote {result.out / 'cases.csv'} and {result.out / 'summary.md'}", file=sys.stderr)
     return 0

@@ -1,7 +1,9 @@
 """``volsam phantom OUT_DIR``: write synthetic CT phantoms in nnU-Net v2 raw layout.
 
 OUT_DIR receives imagesTr/, labelsTr/, dataset.json and phantoms.json (per-case lesion
-centres in RAS mm and voxel ijk, diameters, contrasts; see ``volsam.phantoms``).
+centres in RAS mm and voxel ijk, diameters, contrasts, rims; see ``volsam.phantoms``).
+``--variation full`` randomises every case's scanner look and lesion kinds; ``--modality mr``
+gives MR-like intensities.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ from . import number_list
 OBLIQUE_ROTATION_DEG_RAS = (12.0, -8.0, 20.0)
 #: The largest phantom written: 512^3 voxels (a large CT) already needs several GiB to generate.
 MAX_PHANTOM_VOXELS = 512 ** 3
+#: The grid options (PhantomConfig field -> option) that --variation full draws per case.
+GRID_OPTIONS = {"spacing_ijk": "--spacing", "size_ijk": "--size", "rotation_deg_ras": "--oblique",
+                "flip_ijk": "--flip"}
 
 
 def add_parser(subparsers) -> None:
@@ -31,6 +36,13 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--flip", nargs="?", const="i", metavar="AXES",
                         help="reverse the index order of these axes (letters of 'ijk'; bare --flip: i, "
                              "a mirrored, left-handed grid)")
+    parser.add_argument("--variation", choices=("none", "full"), default="none",
+                        help="full: every case draws its own scanner look and lesion kinds (domain randomisation: "
+                             "spacing 0.7-1 mm in-plane and 1-3 mm slices, oblique and flipped grids, noise 5-25 HU, "
+                             "blur, organ intensities and texture, hypo- and hyperdense lesions of 15-45 HU, rims "
+                             "around necrotic cores, clusters, lesions at the organ's edge); default: none")
+    parser.add_argument("--modality", choices=("ct", "mr"), default="ct",
+                        help="mr: MR-like intensities in arbitrary units (no HU, bias field); default: ct")
     parser.set_defaults(func=run)
 
 
@@ -59,7 +71,7 @@ def check_arguments(args) -> None:
 
 def run(args) -> int:
     check_arguments(args)
-    from ..phantoms import PhantomConfig, write_phantom_dataset
+    from ..phantoms import VARIATION_FULL, PhantomConfig, write_phantom_dataset
 
     options = {}
     if args.spacing is not None:
@@ -72,6 +84,12 @@ def run(args) -> int:
         if not args.flip or set(args.flip) - set("ijk"):
             raise ValueError(f"--flip takes axis letters from 'ijk' (e.g. i or ik), got {args.flip!r}")
         options["flip_ijk"] = tuple(axis in args.flip for axis in "ijk")
+    if args.variation == "full":
+        if options:
+            raise ValueError(f"--variation full draws each case's grid itself; drop "
+                             f"{', '.join(sorted(GRID_OPTIONS[name] for name in options))}")
+        options["variation"] = VARIATION_FULL
+    options["modality"] = args.modality
     config = PhantomConfig(**options)
     phantoms = write_phantom_dataset(args.out_dir, args.cases, args.seed, config)
     lesion_count = sum(len(case["lesions"]) for case in phantoms["cases"].values())

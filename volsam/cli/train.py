@@ -53,11 +53,13 @@ def add_parser(subparsers) -> None:
     data.add_argument("--preset", default="auto", choices=("auto", "kits", "lits", "pancreas", "colon", "ct"),
                       help="sam3d-adapter clip range and z-score: the paper's dataset constants, ct (their mean, the "
                            "segment default), or auto (from the training foreground, nnU-Net style)")
-    data.add_argument("--augmentation", choices=("zoom3d", "inplane", "none"),
-                      help="sam3d-adapter augmentation variant (default: the preset's; zoom3d for auto)")
-    data.add_argument("--clicks", dest="click_protocol", default="3dsam", choices=("3dsam", "lesion"),
+    data.add_argument("--augmentation", choices=("zoom3d", "inplane", "robust", "none"),
+                      help="sam3d-adapter augmentation variant (default: the preset's; zoom3d for auto); robust: "
+                           "zoom per axis plus random contrast, noise and blur")
+    data.add_argument("--clicks", dest="click_protocol", default="3dsam", choices=("3dsam", "lesion", "iterative"),
                       help="sam3d-adapter training clicks: 3dsam (the paper's: 10 foreground + 20 random, target = all "
-                           "foreground of the crop) or lesion (one lesion is the target, labelled clicks)")
+                           "foreground of the crop), lesion (one lesion is the target, labelled clicks) or iterative "
+                           "(lesion, plus the iterative protocol's corrective click on the model's own prediction)")
     data.add_argument("--clip-length", type=int, default=8, help="sam2-3dmed slices per clip (default 8)")
     data.add_argument("--window", choices=("soft_tissue", "lung", "bone", "percentile"),
                       help="sam2-3dmed intensity window (default: soft_tissue for CT, percentile otherwise)")

@@ -4,11 +4,14 @@
 chosen protocol (:mod:`.protocols`), predictions through the model's session
 (:mod:`.predictors`), Dice / IoU / NSD at 5 mm / HD95 on the case's original grid
 (:func:`volsam.metrics.compute_metrics`), then ``cases.csv`` and ``summary.md`` /
-``summary.json`` (:mod:`.report`).
+``summary.json`` (:mod:`.report`). ``baselines`` (:mod:`.baselines`, e.g. region growing) run
+through the same protocol on the same cases; :mod:`.comparison` puts them next to the model, per
+click count, lesion size and, on phantoms, lesion kind (``comparison.json`` and summary.md).
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +45,7 @@ class EvaluationConfig:
     tolerance_mm: float = 5.0
     max_cases: int | None = None
     progress: bool = True
+    baselines: tuple[str, ...] = ()  # scored from the same protocol next to the model (.baselines)
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,8 @@ class EvaluationResult:
     summary: Summary
     out: Path
     skipped: list = field(default_factory=list)
+    baseline_rows: dict = field(default_factory=dict)  # baseline name -> rows
+    comparison: dict | None = None  # the side-by-side table (.comparison)
 
 
 def _checked(config: EvaluationConfig):
@@ -86,6 +92,8 @@ def evaluate_with(predictor, config: EvaluationConfig, dataset=None, cases=None,
     from tqdm import tqdm
 
     from ..io import read_image
+    from .baselines import load_baseline
+    from .comparison import comparison, comparison_markdown, lesion_kinds_of_case, phantom_lesions
 
     if dataset is None:
         dataset, cases, value = _checked(config)
@@ -95,6 +103,10 @@ def evaluate_with(predictor, config: EvaluationConfig, dataset=None, cases=None,
     out.mkdir(parents=True, exist_ok=True)
     rows: list[ScoredPrediction] = []
     skipped = []
+    baselines = {name: load_baseline(name) for name in config.baselines}
+    baseline_rows = {name: [] for name in baselines}
+    phantoms = phantom_lesions(dataset.root) if config.protocol == "center" else None
+    kinds = {}
     for number, case in enumerate(tqdm(cases, desc=f"evaluating ({config.protocol})", unit="case",
                                        disable=not config.progress, file=sys.stderr)):
         image, label = read_image(case.image), read_image(case.label)
@@ -104,9 +116,15 @@ def evaluate_with(predictor, config: EvaluationConfig, dataset=None, cases=None,
         if not truth.any():
             skipped.append(case.case_id)
             continue
-        rows.extend(evaluate_case(predictor, case.case_id, image, truth, config.protocol, config.click_counts,
-                                  seed=config.seed, case_number=number, tolerance_mm=config.tolerance_mm))
+        for method, into in ((predictor, rows), *((b, baseline_rows[n]) for n, b in baselines.items())):
+            into.extend(evaluate_case(method, case.case_id, image, truth, config.protocol, config.click_counts,
+                                      seed=config.seed, case_number=number, tolerance_mm=config.tolerance_mm))
+        if phantoms is not None and case.case_id in phantoms:
+            kinds.update({(case.case_id, n): kind for n, kind in
+                          lesion_kinds_of_case(phantoms[case.case_id], truth, image.spacing).items()})
     write_rows_csv(rows, out / "cases.csv")
+    for name, chosen in baseline_rows.items():
+        write_rows_csv(chosen, out / f"cases_{name}.csv")
     name = config.predictor.model
     details = {
         "model": name + "".join(f", {what} {value}" for what, value in (
@@ -121,8 +139,13 @@ def evaluate_with(predictor, config: EvaluationConfig, dataset=None, cases=None,
         details["lesions"] = str(len({(r.case_id, r.lesion) for r in rows}))
     summary = summarise(rows, f"Evaluation of {name}", details, by_size=config.protocol == "center",
                         skipped=skipped)
+    table = None
+    if baselines or kinds:
+        table = comparison({name: rows, **baseline_rows}, kinds)
+        summary.appendix = comparison_markdown(table)
+        (out / "comparison.json").write_text(json.dumps(table, indent=2, allow_nan=True) + "\n")
     write_summary(summary, out)
-    return EvaluationResult(rows, summary, out, skipped)
+    return EvaluationResult(rows, summary, out, skipped, baseline_rows, table)
 
 
 def _describe_protocol(config: EvaluationConfig) -> str:

@@ -57,6 +57,7 @@ class ScoredPrediction:
     click_kji: tuple[int, int, int]  # the last click
     click_positive: bool
     seconds: float  # model time for this prediction
+    volume_ratio: float = float("nan")  # predicted voxels / reference voxels
 
     @property
     def size_group(self) -> str:
@@ -136,7 +137,9 @@ def _iterative(predictor, case_id, lesion_number, volume, reference, click_count
 
 def _score(case_id, lesion_number, diameter, count, prediction, reference, spacing, click, seconds,
            tolerance_mm) -> ScoredPrediction:
-    metrics = compute_metrics(np.asarray(prediction) > 0, reference, spacing, tolerance_mm)
+    prediction = np.asarray(prediction) > 0
+    metrics = compute_metrics(prediction, reference, spacing, tolerance_mm)
+    ratio = np.count_nonzero(prediction) / max(np.count_nonzero(reference), 1)
     return ScoredPrediction(case_id, lesion_number, round(float(diameter), 3), count, metrics["dice"], metrics["iou"],
                             metrics["nsd"], metrics["hd95"], tuple(int(v) for v in click.kji), bool(click.positive),
-                            round(seconds, 4))
+                            round(seconds, 4), round(float(ratio), 4))

@@ -19,7 +19,7 @@ import numpy as np
 from .protocols import SIZE_GROUPS, ScoredPrediction
 
 CSV_COLUMNS = ("case", "lesion", "diameter_mm", "size_group", "clicks", "dice", "iou", "nsd", "hd95",
-               "click_k", "click_j", "click_i", "click_positive", "seconds")
+               "click_k", "click_j", "click_i", "click_positive", "seconds", "volume_ratio")
 METRICS = ("dice", "nsd", "iou", "hd95")
 
 
@@ -31,7 +31,7 @@ def write_rows_csv(rows: Sequence[ScoredPrediction], path: Path) -> None:
             writer.writerow([row.case_id, row.lesion, f"{row.diameter_mm:.3f}", row.size_group, row.clicks,
                              f"{row.dice:.6f}", f"{row.iou:.6f}", f"{row.nsd:.6f}",
                              "inf" if math.isinf(row.hd95) else f"{row.hd95:.4f}",
-                             *row.click_kji, int(row.click_positive), f"{row.seconds:.4f}"])
+                             *row.click_kji, int(row.click_positive), f"{row.seconds:.4f}", f"{row.volume_ratio:.4f}"])
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,7 @@ class Summary:
     by_clicks: dict = field(default_factory=dict)  # clicks -> metric -> Statistic
     by_size: dict = field(default_factory=dict)  # clicks -> group -> metric -> Statistic
     skipped: list = field(default_factory=list)
+    appendix: str = ""  # Markdown appended to summary.md (the side-by-side tables)
 
     def to_dict(self) -> dict:
         def plain(node):
@@ -121,7 +122,7 @@ def markdown(summary: Summary) -> str:
         lines += ["", f"HD95 is infinite for {infinite} empty prediction(s); they are left out of its mean."]
     if summary.skipped:
         lines += ["", f"Skipped (no target voxels): {', '.join(summary.skipped)}."]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + summary.appendix
 
 
 def write_summary(summary: Summary, out_dir: Path) -> None:

@@ -31,6 +31,11 @@ ADAPTER_LEARNING_RATE = 4e-4  # spec section 9, all three optimizers
 
 #: Seed of the fixed validation crops and clicks (the same every epoch, so epochs compare).
 VALIDATION_SEED = 12345
+#: ``--clicks iterative``: the share of samples that get the iterative protocol's corrective
+#: click (positive in the largest miss, negative in the largest false positive of the model's
+#: own prediction from the other clicks), so that clicks, negative ones above all, learn to
+#: correct the mistakes the model makes rather than random far-away voxels.
+CORRECTIVE_CLICK_PROBABILITY = 0.6
 
 
 def points_dwh(points_kji: torch.Tensor) -> torch.Tensor:
@@ -123,9 +128,31 @@ class AdapterTask(TrainingTask):
 
     def loss(self, module, sample: dict, device):
         crop, target, points, labels = self._tensors(sample, device)
+        if self.sampling.click_protocol == "iterative" and self._rng.random() < CORRECTIVE_CLICK_PROBABILITY:
+            points, labels = self._with_corrective_click(module, crop, target, points, labels)
         logits = module(crop, points, labels)
         loss = adapter_loss(logits, target)
         return loss, {"loss": float(loss.detach())}
+
+    @property
+    def _rng(self) -> np.random.Generator:
+        if getattr(self, "_corrective_rng", None) is None:
+            self._corrective_rng = np.random.default_rng([self.config.seed, 15])
+        return self._corrective_rng
+
+    @staticmethod
+    def _with_corrective_click(module, crop, target, points, labels):
+        """The clicks plus the iterative protocol's next click on the model's current prediction."""
+        from ..clicks import next_iterative_click
+
+        with torch.no_grad():
+            prediction = module(crop, points, labels).argmax(1)[0].cpu().numpy()
+        click = next_iterative_click(prediction, target[0].cpu().numpy())
+        if click is None:
+            return points, labels
+        point = points_dwh(torch.tensor([click.kji], dtype=points.dtype, device=points.device))
+        label = torch.tensor([int(click.positive)], dtype=labels.dtype, device=labels.device)
+        return torch.cat([points, point]), torch.cat([labels, label])
 
     # --- validation ------------------------------------------------------------------------------
     def validation_sample(self, index: int, case) -> dict:

@@ -92,7 +92,7 @@ class TrainingConfig:
     fold: int = 0
     spacing_mm: float = 1.0
     preset: str = "auto"
-    augmentation: str | None = None  # zoom3d / inplane / none; default from the preset
+    augmentation: str | None = None  # zoom3d / inplane / robust / none; default from the preset
     click_protocol: str = "3dsam"
     clip_length: int = 8
     window: str | None = None  # SAM2 intensity window; default from the modality

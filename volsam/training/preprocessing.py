@@ -53,7 +53,8 @@ def _presets() -> dict[str, AdapterIntensity]:
 #: the model package so that training and inference share one table.
 ADAPTER_PRESETS = _presets()
 PRESET_AUGMENTATION = {"kits": "zoom3d", "lits": "zoom3d", "pancreas": "inplane", "colon": "inplane", "ct": "zoom3d"}
-AUGMENTATIONS = ("zoom3d", "inplane", "none")
+#: robust: zoom3d with a zoom per axis, plus random contrast, noise and blur (for data from other scanners).
+AUGMENTATIONS = ("zoom3d", "inplane", "robust", "none")
 
 
 @dataclass(frozen=True)

@@ -50,8 +50,8 @@ class AdapterRecipe(TrainingRecipe):
                              "(its frozen encoder); for a model from scratch pick --config tiny-demo")
         if config.sam_checkpoint is not None and config.config_name != "vit_b":
             raise ValueError(f"--sam-checkpoint initialises the vit_b configuration only, not {config.config_name!r}")
-        if config.click_protocol not in ("3dsam", "lesion"):
-            raise ValueError(f"--clicks must be 3dsam or lesion, got {config.click_protocol!r}")
+        if config.click_protocol not in ("3dsam", "lesion", "iterative"):
+            raise ValueError(f"--clicks must be 3dsam, lesion or iterative, got {config.click_protocol!r}")
 
     def preprocessing(self, config, dataset, train_cases) -> dict:
         from .preprocessing import (
@@ -145,7 +145,10 @@ class Sam2Recipe(TrainingRecipe):
         from .sam2_task import Sam2Task
         from .samples import ClipSampling
 
-        return Sam2Task(config, train, validation, ClipSampling(config.clip_length), device)
+        # --clicks iterative: the prompted slice also learns from corrective (negative) clicks.
+        corrective = 0.5 if config.click_protocol == "iterative" else 0.0
+        return Sam2Task(config, train, validation,
+                        ClipSampling(config.clip_length, corrective_click_probability=corrective), device)
 
 
 #: Registry name of a method -> its training recipe.

@@ -87,7 +87,7 @@ class Sam2ClipForward(nn.Module):
         self.train_encoder = train_encoder
 
     def forward(self, frames: torch.Tensor, masks: torch.Tensor, click_xy: torch.Tensor | None,
-                mask_prompt: bool, slice_order_reversed: bool):
+                mask_prompt: bool, slice_order_reversed: bool, corrective_click: bool = False):
         sam2 = self.model.sam2
         # SAM2 replaces the masks of a slice it judges empty by a constant (-1024) before they
         # leave _forward_sam_heads, which cuts the masks' gradient exactly where a network
@@ -97,11 +97,13 @@ class Sam2ClipForward(nn.Module):
         hook = sam2.sam_mask_decoder.register_forward_hook(
             lambda module, inputs, outputs: decoder_masks.append(outputs[0]))
         try:
-            return self._clip(sam2, frames, masks, click_xy, mask_prompt, slice_order_reversed, decoder_masks)
+            return self._clip(sam2, frames, masks, click_xy, mask_prompt, slice_order_reversed, decoder_masks,
+                              corrective_click)
         finally:
             hook.remove()
 
-    def _clip(self, sam2, frames, masks, click_xy, mask_prompt, slice_order_reversed, decoder_masks):
+    def _clip(self, sam2, frames, masks, click_xy, mask_prompt, slice_order_reversed, decoder_masks,
+              corrective_click=False):
         from ..models.sam2_3dmed.boundary import balanced_boundary_loss, boundary_target
         from ..models.sam2_3dmed.srpp import srpp_loss
 
@@ -128,6 +130,9 @@ class Sam2ClipForward(nn.Module):
             elif t == 0:
                 point_inputs = {"point_coords": click_xy.reshape(1, 1, 2).float(),
                                 "point_labels": torch.ones(1, 1, dtype=torch.int32, device=frames.device)}
+                if corrective_click:
+                    point_inputs = _with_corrective_click(sam2, feats, pos, feat_sizes, point_inputs, masks[0, 0],
+                                                          depth)
             current, outputs, _, pix_feat = sam2._track_step(t, t == 0, feats, pos, feat_sizes, point_inputs,
                                                              mask_inputs, output_dict, depth, False, None)
             boundary_logits = self.model.boundary.latest_boundary_logits
@@ -162,6 +167,29 @@ class Sam2ClipForward(nn.Module):
         total = (losses["seg"] + SRPP_WEIGHT * losses["srpp"] + BOUNDARY_WEIGHT * losses["boundary"]
                  + IOU_WEIGHT * losses["iou"] + OBJECT_SCORE_WEIGHT * losses["object"])
         return total, {k: float(v.detach()) for k, v in losses.items()}, torch.cat(predictions)
+
+
+def _with_corrective_click(sam2, feats, pos, feat_sizes, point_inputs: dict, target: torch.Tensor,
+                           depth: int) -> dict:
+    """The prompted slice's clicks plus the iterative protocol's next click on the model's first
+    answer (label 0 in a false positive), as SAM2's own training samples correction points."""
+    from ..clicks import next_iterative_click
+
+    with torch.no_grad():
+        _, outputs, _, _ = sam2._track_step(0, True, feats, pos, feat_sizes, point_inputs, None,
+                                            {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}, depth,
+                                            False, None)
+    # As a one-slice volume: the click helpers label regions in 3D.
+    first = (outputs[4][0] > 0).cpu().numpy()
+    click = next_iterative_click(first, (target[None] > 0.5).cpu().numpy())
+    if click is None:
+        return point_inputs
+    _, row, col = click.kji
+    device = point_inputs["point_coords"].device
+    point = torch.tensor([[[float(col), float(row)]]], device=device)
+    label = torch.tensor([[int(click.positive)]], dtype=torch.int32, device=device)
+    return {"point_coords": torch.cat([point_inputs["point_coords"], point], dim=1),
+            "point_labels": torch.cat([point_inputs["point_labels"], label], dim=1)}
 
 
 class Sam2Task(TrainingTask):
@@ -228,7 +256,8 @@ class Sam2Task(TrainingTask):
         masks = clip_masks(torch.from_numpy(np.ascontiguousarray(sample["masks"])).to(device), self.image_size)
         x, y = sample["click_xy"]
         click = torch.tensor([x / cols * self.image_size, y / rows * self.image_size], device=device)
-        return module(frames, masks, click, bool(sample["mask_prompt"]), sample["direction"] < 0), masks
+        return module(frames, masks, click, bool(sample["mask_prompt"]), sample["direction"] < 0,
+                      bool(sample.get("corrective_click", False))), masks
 
     def loss(self, module, sample: dict, device):
         (total, parts, _), _ = self._run(module, sample, device)

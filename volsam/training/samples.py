@@ -37,8 +37,16 @@ from ..clicks import (
     region_center,
 )
 from .cache import CachedCase
+from .preprocessing import AUGMENTATIONS
 
-CLICK_PROTOCOLS = ("3dsam", "lesion")
+CLICK_PROTOCOLS = ("3dsam", "lesion", "iterative")
+#: "robust" appearance draws: contrast scale, extra noise (in units of intensity_shift, i.e.
+#: of 20 HU) and blur (voxels), each applied with probability APPEARANCE_PROBABILITY.
+ROBUST_CONTRAST_SCALE = (0.6, 1.5)
+ROBUST_NOISE = (0.0, 1.0)
+ROBUST_BLUR_SIGMA = (0.3, 1.2)
+ROBUST_ZOOM = (0.75, 1.35)  # per axis: slice spacings and in-plane pixel sizes vary by scanner
+APPEARANCE_PROBABILITY = 0.4
 
 
 @dataclass(frozen=True)
@@ -48,7 +56,10 @@ class AdapterSampling:
     ``intensity_shift``: largest random shift in z-score units (the official 20 HU / std).
     ``click_protocol``: "3dsam" (spec section 9, all foreground of the crop is the target) or
     "lesion" (the connected lesion at the crop's centre is the target, labelled positive and
-    negative clicks; crops are always centred on a lesion, each lesion of a case equally often).
+    negative clicks; crops are always centred on a lesion, each lesion of a case equally often)
+    or "iterative" (lesion crops; the task adds the iterative protocol's corrective click).
+    ``augmentation`` "robust": zoom3d with a separate zoom per axis, plus random contrast,
+    noise and blur, so the model meets scanner looks its data lacks.
     """
 
     crop_size: int
@@ -59,8 +70,8 @@ class AdapterSampling:
     crop_margin_factor: float = 1.2
 
     def __post_init__(self):
-        if self.augmentation not in ("zoom3d", "inplane", "none"):
-            raise ValueError(f"augmentation must be zoom3d, inplane or none, got {self.augmentation!r}")
+        if self.augmentation not in AUGMENTATIONS:
+            raise ValueError(f"augmentation must be one of {', '.join(AUGMENTATIONS)}, got {self.augmentation!r}")
         if self.click_protocol not in CLICK_PROTOCOLS:
             raise ValueError(f"click protocol must be one of {', '.join(CLICK_PROTOCOLS)}, got {self.click_protocol!r}")
         if self.crop_size < 8:
@@ -77,6 +88,9 @@ def _random_linear_map(augmentation: str, rng: np.random.Generator) -> np.ndarra
     if augmentation == "zoom3d":
         if rng.random() < 0.8:
             matrix = matrix / rng.uniform(0.85, 1.25)
+    elif augmentation == "robust":
+        if rng.random() < 0.8:
+            matrix = np.diag(1.0 / rng.uniform(*ROBUST_ZOOM, 3))
     elif augmentation == "inplane":
         if rng.random() < 0.3:  # rotation about D, in the H-W plane
             angle = rng.uniform(-math.pi / 6, math.pi / 6)
@@ -131,7 +145,7 @@ def adapter_training_sample(case: CachedCase, sampling: AdapterSampling,
     """One augmented crop: image (c, c, c) float32, target (c, c, c) uint8, clicks (N, 3)
     (k, j, i) in the crop and their labels (N,) bool."""
     box_start, box_stop = (np.asarray(v) for v in case.body_box)
-    if sampling.click_protocol == "lesion":
+    if sampling.click_protocol != "3dsam":
         # Always centred on a lesion, as inference centres its crop on a click; every lesion
         # equally often, as users click small ones as often as large ones (a random voxel
         # would pick a 30 mm lesion 27 times as often as a 10 mm one).
@@ -145,9 +159,25 @@ def adapter_training_sample(case: CachedCase, sampling: AdapterSampling,
     image = _resample_crop(case.image, center.astype(float), linear, sampling.crop_size, box_start, box_stop)
     label = _resample_crop(case.label, center.astype(float), linear, sampling.crop_size, box_start, box_stop) > 0.5
     image, label = _flips_and_turns([image, label], rng)
+    if sampling.augmentation == "robust":
+        image = _robust_appearance(image, sampling.intensity_shift, rng)
     if sampling.intensity_shift > 0 and rng.random() < 0.5:
         image = image + np.float32(rng.uniform(-sampling.intensity_shift, sampling.intensity_shift))
     return _with_clicks(image, label, sampling.click_protocol, rng, training=True)
+
+
+def _robust_appearance(image: np.ndarray, hu20: float, rng: np.random.Generator) -> np.ndarray:
+    """Random contrast (about the crop's median, so the lesion-organ difference scales), blur
+    and noise of a z-scored crop; ``hu20`` is 20 HU in its units."""
+    image = np.asarray(image, np.float32)
+    if rng.random() < APPEARANCE_PROBABILITY:
+        median = np.float32(np.median(image))
+        image = (image - median) * np.float32(rng.uniform(*ROBUST_CONTRAST_SCALE)) + median
+    if rng.random() < APPEARANCE_PROBABILITY:
+        image = ndimage.gaussian_filter(image, rng.uniform(*ROBUST_BLUR_SIGMA))
+    if hu20 > 0 and rng.random() < APPEARANCE_PROBABILITY:
+        image = image + rng.normal(0.0, rng.uniform(*ROBUST_NOISE) * hu20, image.shape).astype(np.float32)
+    return image
 
 
 def adapter_validation_sample(case: CachedCase, sampling: AdapterSampling,
@@ -204,12 +234,20 @@ def _with_clicks(image: np.ndarray, label: np.ndarray, protocol: str, rng: np.ra
 # --- SAM2-3dMed clips ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ClipSampling:
+    """``corrective_click_probability``: the share of click-prompted clips whose prompted slice
+    also gets the iterative protocol's corrective click (positive in the largest miss, negative
+    in the largest false positive of the model's first answer), so negative clicks are learnt."""
+
     clip_length: int = 8
     mask_prompt_probability: float = 0.5
+    corrective_click_probability: float = 0.0
 
     def __post_init__(self):
         if self.clip_length < 2:
             raise ValueError(f"clip length must be at least 2 slices, got {self.clip_length}")
+        if not 0 <= self.corrective_click_probability <= 1:
+            raise ValueError(f"corrective click probability must lie in [0, 1], got "
+                             f"{self.corrective_click_probability}")
 
 
 def sam2_clip_sample(case: CachedCase, sampling: ClipSampling, rng: np.random.Generator,
@@ -257,5 +295,9 @@ def sam2_clip_sample(case: CachedCase, sampling: ClipSampling, rng: np.random.Ge
     images = np.stack([np.asarray(case.image[s], np.float32) for s in slices])
     use_mask = (rng.random() < sampling.mask_prompt_probability) if mask_prompt is None else mask_prompt
     click_jk = region_center(masks[0])  # centre of the object on the prompt slice
+    # Drawn only when asked for, so runs without corrective clicks draw what they always did.
+    corrective = (not use_mask and sampling.corrective_click_probability > 0
+                  and rng.random() < sampling.corrective_click_probability)
     return {"images": images, "masks": masks, "slices": slices, "direction": int(direction),
-            "mask_prompt": bool(use_mask), "click_xy": np.array([click_jk[1], click_jk[0]], np.float64)}
+            "mask_prompt": bool(use_mask), "click_xy": np.array([click_jk[1], click_jk[0]], np.float64),
+            "corrective_click": bool(corrective)}

@@ -68,10 +68,15 @@ class TrackerConfig:
     background regions, as its video predictor does it (needs the ``sam2`` package's optional
     compiled extension; skipped without it, as the package does). ``feature_cache_slices``:
     image features kept. ``keep_connected``: each slice keeps only the object the user chose:
-    on a clicked slice the mask's connected parts that hold a positive click (all of them if
-    none does), on a propagated slice the parts that overlap the previous slice's mask. The
-    memory is encoded from that mask, so propagation neither jumps to another lesion nor
-    runs on through tissue the object never reaches (off: the stock predictor's masks).
+    on a clicked slice the mask's connected parts whose outline encloses a positive click (a
+    ring around a dark core counts; nothing when no part does, and every part for prompts
+    without a positive click), on a propagated slice the parts that overlap the previous
+    slice's mask. The memory is encoded from that mask, so propagation neither jumps to
+    another lesion nor runs on through tissue the object never reaches (off: the stock
+    predictor's masks). Keeping every part when none held the click was what made the demo
+    model sweep through organs on unfamiliar scans: its mask missed the lesion beside the
+    click, the organ tissue it found instead became the tracked object, and the organ never
+    ends where the lesion does.
     ``precision``: "auto" runs under bfloat16 autocast on CUDA (as SAM2 is usually run there)
     and in float32 elsewhere. ``encode_batch``: slices a propagation encodes at once, the one
     it needs and those after it in its direction (their features wait in the cache, which holds
@@ -282,9 +287,11 @@ class SliceTracker:
                 rows_at = np.clip(np.round(clicked[:, 1]).astype(int), 0, rows - 1)
                 cols_at = np.clip(np.round(clicked[:, 0]).astype(int), 0, cols - 1)
 
-                def clicked_parts(parts):  # every part when no positive click lies on one
-                    hit = parts[rows_at, cols_at]
-                    return hit if hit.any() else np.arange(1, parts.max() + 1)
+                def clicked_parts(parts):
+                    if not len(clicked):  # negative clicks or a box alone: every part
+                        return np.arange(1, parts.max() + 1)
+                    return [label for label in range(1, parts.max() + 1)
+                            if _filled(parts == label)[rows_at, cols_at].any()]
 
                 mask, high_res = self._keep_parts(mask, high_res, clicked_parts)
             features, position = sam2._encode_new_memory(
@@ -436,7 +443,7 @@ class SliceTracker:
         parts, count = ndimage.label(mask, structure=np.ones((3, 3)))  # 8-neighbourhood
         if count == 0:
             return mask, high_res
-        chosen = [label for label in np.asarray(chosen_labels(parts)).tolist() if label]
+        chosen = [label for label in np.asarray(chosen_labels(parts), dtype=np.int64).tolist() if label]
         if len(chosen) == count:
             return mask, high_res
         kept = np.isin(parts, chosen)
@@ -457,3 +464,10 @@ class SliceTracker:
         if tuple(low_res.shape[-2:]) != (rows, cols):
             low_res = F.interpolate(low_res, size=(rows, cols), mode="bilinear", align_corners=False)
         return (low_res[0, 0] > 0).cpu().numpy()
+
+
+def _filled(part: np.ndarray) -> np.ndarray:
+    """A part with its holes filled: the region its outline encloses."""
+    from scipy import ndimage
+
+    return ndimage.binary_fill_holes(part)

@@ -6,15 +6,12 @@ like a user). What a button does is one call of :class:`~volsam.web.app.Volumetr
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .app import VolumetricSamApp
-
 PANEL_WIDTH = 330
 
 
-def build_page(app: VolumetricSamApp):
+def build_page(app):
+    """The page of ``app`` (a :class:`~volsam.web.app.VolumetricSamApp`; not imported here, which
+    imports this module)."""
     from trame.ui.vuetify3 import VAppLayout
     from trame.widgets import client, html
     from trame.widgets import vuetify3 as v
@@ -48,7 +45,7 @@ def _button(v, label: str, click, test: str, **kwargs):
     return v.VBtn(label, click=click, size="small", classes="ma-1", **_test(test), **kwargs)
 
 
-def _panel(app: VolumetricSamApp, v, html) -> None:
+def _panel(app, v, html) -> None:
     ctrl = app.server.controller
     with v.VContainer(classes="pa-2", fluid=True):
         # Method and device ------------------------------------------------------------------------

@@ -24,9 +24,9 @@ def leaking_lesion():
     return image, numbered == lesion.number, lesion
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="issue 15: the shipped adapter demo's point-label embedding is inert (the "
-                   "negative click leaves the mask byte-identical); no model trained with --clicks iterative is "
-                   "shipped yet. Strict, so the commit that ships one must drop this marker.")
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="issue 15: the shipped adapter demo still ignores a negative click here (two "
+                   "epochs of --clicks iterative were not enough to teach its point-label embedding). Strict, so "
+                   "the commit that ships a model that passes must drop this marker.")
 def test_a_negative_click_inside_the_adapters_leak_removes_it_and_keeps_the_lesion(leaking_lesion):
     from volsam.methods import get_method
     from volsam.models.sam3d_adapter.checkpoints import load_model

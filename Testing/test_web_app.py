@@ -302,14 +302,16 @@ def test_the_cli_serves_an_image_file_on_loopback_and_prints_the_url(tmp_path, p
     watchdog = threading.Timer(300, lambda: os.killpg(process.pid, signal.SIGKILL))  # never hang the suite
     watchdog.start()
     try:
-        url = None
+        port = None
         for line in process.stdout:  # reads until the app announces itself (or exits)
-            found = re.search(r"open (http://127\.0\.0\.1:\d+/)", line)
+            found = re.search(r"open http://127\.0\.0\.1:(\d+)/", line)
             if found:
-                url = found.group(1)
+                port = int(found.group(1))
                 break
-        assert url, "the app printed no URL"
-        with urllib.request.urlopen(url, timeout=60) as response:
+        assert port, "the app printed no loopback URL"
+        # Only the app this test started, on loopback, and never through a configured proxy.
+        loopback = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with loopback.open(f"http://127.0.0.1:{port}/", timeout=60) as response:
             assert response.status == 200 and b"<html" in response.read().lower()
     finally:
         watchdog.cancel()

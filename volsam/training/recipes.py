@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-import numpy as np
-
 
 class TrainingRecipe(ABC):
     """One method's side of ``volsam train`` (its configuration names and defaults are data of
@@ -75,16 +73,12 @@ class AdapterRecipe(TrainingRecipe):
 
     def inference_note(self, preprocessing: dict) -> str | None:
         """The adapter session works at 1 mm with a named preset."""
-        from .preprocessing import ADAPTER_PRESETS
+        from ..models.sam3d_adapter.presets import preset_matching
 
-        intensity = preprocessing["intensity"]
-        named = [name for name, preset in ADAPTER_PRESETS.items()
-                 if np.allclose([preset.clip_low, preset.clip_high, preset.mean, preset.std],
-                                [intensity[k] for k in ("clip_low", "clip_high", "mean", "std")])]
         problems = []
         if preprocessing["spacing_mm"] != 1.0:
             problems.append(f"it resamples to {preprocessing['spacing_mm']:g} mm, inference to 1 mm")
-        if not named:
+        if preset_matching(preprocessing["intensity"]) is None:
             problems.append("its intensity constants are no named preset (pass that preset's constants with "
                             "--preset at training, or give inference the same constants)")
         if problems:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
 import pytest
 import torch
 from conftest_adapter import SPEC_BUFFER_ELEMENTS, SPEC_PARAMETERS, SPEC_TRAINABLE, layout_rows, tsv_shape
@@ -147,3 +149,48 @@ def test_predictor_precisions():
         autocast_dtype(torch.device("cpu"), "int8")
     with pytest.raises(ValueError, match=r"expected a crop of shape \(32, 32, 32\)"):
         exact.embed(crop[:16])
+
+
+# --- click maps (the demo configuration: where the clicks are, for negative clicks that work) ---
+def _with_click_maps(config: Sam3DAdapterConfig) -> Sam3DAdapterConfig:
+    return dataclasses.replace(config, mask_decoder=dataclasses.replace(config.mask_decoder, click_maps=True),
+                               prompt_encoder=dataclasses.replace(config.prompt_encoder, point_label_embedding=True))
+
+
+def test_click_maps_put_each_click_at_its_place_on_the_decoder_grid():
+    from volsam.models.sam3d_adapter.click_maps import click_maps
+
+    points = torch.tensor([[20.0, 9.0, 5.0], [4.0, 26.0, 28.0]])  # [d, w, h] on a 32^3 crop
+    maps = click_maps(points, torch.tensor([1, 0]), 16, 32)
+    assert maps.shape == (1, 3, 16, 16, 16)
+    # Decoder voxel n holds crop voxels 2n and 2n + 1, in (H, W, D) order.
+    assert tuple(int(v) for v in np.unravel_index(int(maps[0, 0].argmax()), (16,) * 3)) == (2, 4, 10)
+    assert tuple(int(v) for v in np.unravel_index(int(maps[0, 1].argmax()), (16,) * 3)) == (14, 13, 2)
+    side = maps[0, 2]
+    assert side[14, 13, 2] > 0.99 and side[2, 4, 10] < 0.01  # the negative's side and the positive's
+    alone = click_maps(points[:1], torch.tensor([1]), 16, 32)
+    assert torch.equal(alone[0, 0], maps[0, 0]) and not alone[0, 1:].any()  # no negative: zero maps
+
+
+def test_a_decoder_widened_for_click_maps_gives_the_same_logits_and_then_reads_them():
+    from volsam.models.sam3d_adapter.mask_decoder import with_click_map_channels
+
+    torch.manual_seed(0)
+    plain = build_sam3d_adapter(dataclasses.replace(TINY, prompt_encoder=dataclasses.replace(
+        TINY.prompt_encoder, point_label_embedding=True))).eval()
+    config = _with_click_maps(TINY)
+    widened = build_sam3d_adapter(config).eval()
+    decoder = with_click_map_channels(plain.mask_decoder.state_dict(), config.mask_decoder)
+    widened.load_state_dict({**plain.state_dict(), **{f"mask_decoder.{k}": v for k, v in decoder.items()}})
+    crop = torch.randn(1, 1, 32, 32, 32)
+    points, labels = torch.tensor([[16.0, 16.0, 16.0], [16.0, 16.0, 26.0]]), torch.tensor([1, 0])
+    with torch.no_grad():
+        assert torch.equal(widened(crop, points, labels), plain(crop, points, labels))
+        head = config.mask_decoder.head_chans
+        widened.mask_decoder.cls[0].weight[:, 4 * head + 3] = -1.0  # "nearer a negative click: background"
+        moved = widened(crop, points, labels)[0, 1] - plain(crop, points, labels)[0, 1]
+    assert moved.abs().max() > 0.1  # the negative click now changes the logits
+    with pytest.raises(ValueError, match="does not fit"):
+        with_click_map_channels({"cls.0.weight": torch.zeros(8, 7, 3, 3, 3)}, config.mask_decoder)
+    with pytest.raises(ValueError, match="needs them"):
+        widened.mask_decoder.decode(widened.embed(crop).decoder_cache, torch.zeros(1, 16, 8, 8, 8))

@@ -280,12 +280,31 @@ def test_adapter_corrective_click_is_negative_in_a_false_positive_and_absent_whe
 
     leaking = target.clone()
     leaking[0, 4:10, 4:10, 10:16] = 1  # a leak beside the lesion
-    more_points, more_labels = AdapterTask._with_corrective_click(logits_for(leaking), crop, target, points, labels)
+    rng = np.random.default_rng(0)
+    more_points, more_labels = AdapterTask._with_corrective_click(logits_for(leaking), crop, target, points, labels, rng)
     assert more_labels.tolist() == [1, 0]
     d, w, h = more_points[1].long().tolist()  # the model's [d, w, h] order
     assert leaking[0, d, h, w] == 1 and target[0, d, h, w] == 0  # inside the leak
-    same_points, same_labels = AdapterTask._with_corrective_click(logits_for(target), crop, target, points, labels)
+    same_points, same_labels = AdapterTask._with_corrective_click(logits_for(target), crop, target, points, labels, rng)
     assert torch.equal(same_points, points) and torch.equal(same_labels, labels)
+
+
+def test_training_corrective_click_can_prefer_a_smaller_false_positive_to_a_larger_miss():
+    from volsam.clicks import MIN_CORRECTIVE_REGION, next_iterative_click, training_corrective_click
+
+    truth = np.zeros((16, 16, 16), bool)
+    truth[2:10, 2:10, 2:10] = True
+    prediction = truth.copy()
+    prediction[2:10, 2:10, 6:10] = False  # a miss of 256 voxels
+    prediction[12:15, 12:15, 12:15] = True  # a false positive of 27
+    assert next_iterative_click(prediction, truth).positive  # the protocol clicks the larger error
+    assert training_corrective_click(prediction, truth, prefer_negative=False).positive
+    negative = training_corrective_click(prediction, truth, prefer_negative=True)
+    assert not negative.positive and prediction[negative.kji] and not truth[negative.kji]
+    speck = truth.copy()
+    speck[2:10, 2:10, 6:10] = False
+    speck[13, 13, 13:13 + MIN_CORRECTIVE_REGION - 1] = True  # too small to click on
+    assert training_corrective_click(speck, truth, prefer_negative=True).positive
 
 
 def test_sam2_training_with_corrective_clicks_runs_and_adds_a_labelled_click(phantoms, tmp_path):

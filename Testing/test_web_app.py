@@ -202,7 +202,7 @@ def test_save_buttons_write_files_in_the_image_geometry_and_download_gives_the_s
 
 
 @browser_only
-def test_the_mouse_scrolls_slices_and_the_window_slider_sets_window_level(running, page):
+def test_the_mouse_scrolls_slices_and_window_level_follows_the_slider_and_a_drag(running, page):
     from volsam.web.testing import view_area
 
     box = view_area(page, "Red").bounding_box()
@@ -225,6 +225,24 @@ def test_the_mouse_scrolls_slices_and_the_window_slider_sets_window_level(runnin
     page.mouse.move(thumb["x"] + 40, thumb["y"] + thumb["height"] / 2, steps=5)
     page.mouse.up()
     running.wait_until(lambda app: window_level(app) != before, 60, "another window/level")
+
+    # And as in Slicer: in the window/level mouse mode a left-drag in a slice view sets it.
+    page.locator("[data-test=window-level-mode]").click()
+    running.wait_until(lambda app: app.state.window_level_mode, 60, "the window/level mouse mode")
+    before = running.call(window_level)
+    box = view_area(page, "Green").bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + 60, y + 40, steps=8)
+    page.mouse.up()
+    running.wait_until(lambda app: window_level(app) != before, 60, "window/level from a drag in the view")
+    window, level = running.call(window_level)
+    assert window > before[0] and level != before[1]  # right: wider window; down: another level
+    page.locator("[data-test=window-level-mode]").click()
+    running.wait_until(lambda app: not app.state.window_level_mode, 60, "leaving the window/level mouse mode")
+    mode = running.call(lambda app: app._interaction_node().GetCurrentInteractionMode())
+    assert mode == running.call(lambda app: app._interaction_node().ViewTransform)
 
 
 @browser_only

@@ -166,6 +166,29 @@ def next_iterative_click(prediction: np.ndarray, truth: np.ndarray,
     return SimulatedClick(region_center(false_positive, spacing_ijk), False)
 
 
+#: Training's corrective clicks: error regions smaller than this (voxels) are noise, not a
+#: mistake a user would click on.
+MIN_CORRECTIVE_REGION = 8
+
+
+def training_corrective_click(prediction: np.ndarray, truth: np.ndarray,
+                              prefer_negative: bool) -> SimulatedClick | None:
+    """The iterative protocol's next click for training, optionally a negative one.
+
+    A model that mostly under-segments makes the protocol's largest error a miss almost every
+    time, so its negative clicks are rare and the point-label embedding never learns them.
+    With ``prefer_negative`` (the trainer draws it for a share of its samples), a prediction
+    with a false-positive region of at least ``MIN_CORRECTIVE_REGION`` voxels gets its click
+    there, negative; otherwise this is :func:`next_iterative_click`'s click.
+    """
+    prediction, truth = np.asarray(prediction) > 0, np.asarray(truth) > 0
+    if prefer_negative:
+        false_positive = largest_region(prediction & ~truth)
+        if false_positive is not None and int(false_positive.sum()) >= MIN_CORRECTIVE_REGION:
+            return SimulatedClick(region_center(false_positive), False)
+    return next_iterative_click(prediction, truth)
+
+
 @dataclass(frozen=True)
 class Lesion:
     """A connected component of a label mask, with the click at its centre."""

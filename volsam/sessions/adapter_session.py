@@ -22,7 +22,8 @@ Negative clicks. The released model has no label for clicks. With such a model a
 is applied by a rule: the model is prompted with the positive clicks of the crop, then every
 predicted voxel that is closer (in mm) to a negative click than to every positive click of the
 crop is removed. A model fine-tuned with a point-label embedding (config flag) instead gets the
-negative clicks with label 0, and the rule is not used.
+negative clicks with label 0, and the rule is not used; the demo model also reads maps of where
+the clicks are (``click_maps``; the label embedding alone carries no position and stayed inert).
 
 On the device. The volume is put on the model's device once, when it is opened; the crop
 sampling, the intensity preset, the network, the negative-click rule, the map back onto the

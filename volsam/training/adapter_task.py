@@ -36,6 +36,10 @@ VALIDATION_SEED = 12345
 #: own prediction from the other clicks), so that clicks, negative ones above all, learn to
 #: correct the mistakes the model makes rather than random far-away voxels.
 CORRECTIVE_CLICK_PROBABILITY = 0.6
+#: Where the model's prediction has a false positive, the share of corrective clicks that go
+#: there as negative clicks (:func:`volsam.clicks.training_corrective_click`); with the plain
+#: protocol's rule (largest error wins) the demo model's negative clicks stayed inert.
+NEGATIVE_CLICK_PREFERENCE = 0.7
 
 
 def points_dwh(points_kji: torch.Tensor) -> torch.Tensor:
@@ -61,7 +65,11 @@ class AdapterTrainingForward(nn.Module):
                 for head, feature in zip(decoder.mlahead.heads(), (*features[:3], refined))]
         grey = F.interpolate(crop[:, :1].permute(0, 1, 3, 4, 2), scale_factor=0.5, mode="trilinear",
                              align_corners=False)
-        logits = decoder.cls(torch.cat([*maps, grey.to(maps[0].dtype)], dim=1))
+        inputs = [*maps, grey.to(maps[0].dtype)]
+        clicks = model.click_maps(points, labels)
+        if clicks is not None:
+            inputs.append(clicks.to(maps[0].dtype))
+        logits = decoder.cls(torch.cat(inputs, dim=1))
         logits = F.interpolate(logits, scale_factor=2, mode="trilinear", align_corners=True)
         return logits.permute(0, 1, 4, 2, 3)
 
@@ -129,7 +137,7 @@ class AdapterTask(TrainingTask):
     def loss(self, module, sample: dict, device):
         crop, target, points, labels = self._tensors(sample, device)
         if self.sampling.click_protocol == "iterative" and self._rng.random() < CORRECTIVE_CLICK_PROBABILITY:
-            points, labels = self._with_corrective_click(module, crop, target, points, labels)
+            points, labels = self._with_corrective_click(module, crop, target, points, labels, self._rng)
         logits = module(crop, points, labels)
         loss = adapter_loss(logits, target)
         return loss, {"loss": float(loss.detach())}
@@ -141,13 +149,15 @@ class AdapterTask(TrainingTask):
         return self._corrective_rng
 
     @staticmethod
-    def _with_corrective_click(module, crop, target, points, labels):
-        """The clicks plus the iterative protocol's next click on the model's current prediction."""
-        from ..clicks import next_iterative_click
+    def _with_corrective_click(module, crop, target, points, labels, rng: np.random.Generator):
+        """The clicks plus a corrective click on the model's current prediction: negative in its
+        false positive when it has one (mostly), else the iterative protocol's next click."""
+        from ..clicks import training_corrective_click
 
         with torch.no_grad():
             prediction = module(crop, points, labels).argmax(1)[0].cpu().numpy()
-        click = next_iterative_click(prediction, target[0].cpu().numpy())
+        click = training_corrective_click(prediction, target[0].cpu().numpy(),
+                                          prefer_negative=rng.random() < NEGATIVE_CLICK_PREFERENCE)
         if click is None:
             return points, labels
         point = points_dwh(torch.tensor([click.kji], dtype=points.dtype, device=points.device))
@@ -178,9 +188,14 @@ class AdapterTask(TrainingTask):
     def load_weights(self, path: Path) -> None:
         from ..models.sam3d_adapter.checkpoints import from_checkpoint
 
+        from ..models.sam3d_adapter.mask_decoder import with_click_map_channels
+
         loaded = from_checkpoint(path, device=next(self.model.parameters()).device,
                                  sam=self.config.sam_checkpoint if self._keeps_sam_frozen else None)
-        self.model.load_state_dict(loaded.state_dict(), strict=True)
+        # A model without click maps starts one with them (zero weights on the maps: same logits).
+        decoder = with_click_map_channels(loaded.mask_decoder.state_dict(), self.model.config.mask_decoder)
+        self.model.load_state_dict({**loaded.state_dict(), **{f"mask_decoder.{k}": v for k, v in decoder.items()}},
+                                   strict=True)
 
     def after_training(self, out: Path) -> None:
         if self.config.export_official:

@@ -42,8 +42,9 @@ def adapter_configs() -> dict:
         prompt_encoder=PromptEncoderConfig(embed_dim=48, num_heads=4, mlp_dim=192, num_pos_feats=16,
                                            point_label_embedding=True),
         # 32 decoder channels, not fewer: the bias-free decoder says "lesion" by switching every
-        # channel off (probability exactly 0.5), and with 16 channels it stalls there.
-        mask_decoder=MaskDecoderConfig(in_chans=48, head_chans=32),
+        # channel off (probability exactly 0.5), and with 16 channels it stalls there. Click
+        # maps: without them its negative clicks stayed inert (see click_maps.py).
+        mask_decoder=MaskDecoderConfig(in_chans=48, head_chans=32, click_maps=True),
     ).validate()
     return {**CONFIGS, "tiny-demo": demo}
 

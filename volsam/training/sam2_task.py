@@ -87,7 +87,8 @@ class Sam2ClipForward(nn.Module):
         self.train_encoder = train_encoder
 
     def forward(self, frames: torch.Tensor, masks: torch.Tensor, click_xy: torch.Tensor | None,
-                mask_prompt: bool, slice_order_reversed: bool, corrective_click: bool = False):
+                mask_prompt: bool, slice_order_reversed: bool, corrective_click: bool = False,
+                prefer_negative: bool = False):
         sam2 = self.model.sam2
         # SAM2 replaces the masks of a slice it judges empty by a constant (-1024) before they
         # leave _forward_sam_heads, which cuts the masks' gradient exactly where a network
@@ -98,12 +99,12 @@ class Sam2ClipForward(nn.Module):
             lambda module, inputs, outputs: decoder_masks.append(outputs[0]))
         try:
             return self._clip(sam2, frames, masks, click_xy, mask_prompt, slice_order_reversed, decoder_masks,
-                              corrective_click)
+                              corrective_click, prefer_negative)
         finally:
             hook.remove()
 
     def _clip(self, sam2, frames, masks, click_xy, mask_prompt, slice_order_reversed, decoder_masks,
-              corrective_click=False):
+              corrective_click=False, prefer_negative=False):
         from ..models.sam2_3dmed.boundary import balanced_boundary_loss, boundary_target
         from ..models.sam2_3dmed.srpp import srpp_loss
 
@@ -132,7 +133,7 @@ class Sam2ClipForward(nn.Module):
                                 "point_labels": torch.ones(1, 1, dtype=torch.int32, device=frames.device)}
                 if corrective_click:
                     point_inputs = _with_corrective_click(sam2, feats, pos, feat_sizes, point_inputs, masks[0, 0],
-                                                          depth)
+                                                          depth, prefer_negative)
             current, outputs, _, pix_feat = sam2._track_step(t, t == 0, feats, pos, feat_sizes, point_inputs,
                                                              mask_inputs, output_dict, depth, False, None)
             boundary_logits = self.model.boundary.latest_boundary_logits
@@ -170,10 +171,11 @@ class Sam2ClipForward(nn.Module):
 
 
 def _with_corrective_click(sam2, feats, pos, feat_sizes, point_inputs: dict, target: torch.Tensor,
-                           depth: int) -> dict:
+                           depth: int, prefer_negative: bool = False) -> dict:
     """The prompted slice's clicks plus the iterative protocol's next click on the model's first
-    answer (label 0 in a false positive), as SAM2's own training samples correction points."""
-    from ..clicks import next_iterative_click
+    answer (label 0 in a false positive; there whenever it has one with ``prefer_negative``),
+    as SAM2's own training samples correction points."""
+    from ..clicks import training_corrective_click
 
     with torch.no_grad():
         _, outputs, _, _ = sam2._track_step(0, True, feats, pos, feat_sizes, point_inputs, None,
@@ -181,7 +183,7 @@ def _with_corrective_click(sam2, feats, pos, feat_sizes, point_inputs: dict, tar
                                             False, None)
     # As a one-slice volume: the click helpers label regions in 3D.
     first = (outputs[4][0] > 0).cpu().numpy()
-    click = next_iterative_click(first, (target[None] > 0.5).cpu().numpy())
+    click = training_corrective_click(first, (target[None] > 0.5).cpu().numpy(), prefer_negative)
     if click is None:
         return point_inputs
     _, row, col = click.kji
@@ -257,7 +259,7 @@ class Sam2Task(TrainingTask):
         x, y = sample["click_xy"]
         click = torch.tensor([x / cols * self.image_size, y / rows * self.image_size], device=device)
         return module(frames, masks, click, bool(sample["mask_prompt"]), sample["direction"] < 0,
-                      bool(sample.get("corrective_click", False))), masks
+                      bool(sample.get("corrective_click", False)), bool(sample.get("prefer_negative", False))), masks
 
     def loss(self, module, sample: dict, device):
         (total, parts, _), _ = self._run(module, sample, device)

@@ -236,11 +236,16 @@ def _with_clicks(image: np.ndarray, label: np.ndarray, protocol: str, rng: np.ra
 class ClipSampling:
     """``corrective_click_probability``: the share of click-prompted clips whose prompted slice
     also gets the iterative protocol's corrective click (positive in the largest miss, negative
-    in the largest false positive of the model's first answer), so negative clicks are learnt."""
+    in the largest false positive of the model's first answer), so negative clicks are learnt;
+    ``negative_click_preference``: the share of those that go in the false positive whenever the
+    answer has one, whichever error is larger."""
 
     clip_length: int = 8
     mask_prompt_probability: float = 0.5
     corrective_click_probability: float = 0.0
+    #: the share of corrective clicks put in the model's false positive when it has one
+    #: (:func:`volsam.clicks.training_corrective_click`)
+    negative_click_preference: float = 0.7
 
     def __post_init__(self):
         if self.clip_length < 2:
@@ -298,6 +303,7 @@ def sam2_clip_sample(case: CachedCase, sampling: ClipSampling, rng: np.random.Ge
     # Drawn only when asked for, so runs without corrective clicks draw what they always did.
     corrective = (not use_mask and sampling.corrective_click_probability > 0
                   and rng.random() < sampling.corrective_click_probability)
+    prefer_negative = bool(corrective and rng.random() < sampling.negative_click_preference)
     return {"images": images, "masks": masks, "slices": slices, "direction": int(direction),
             "mask_prompt": bool(use_mask), "click_xy": np.array([click_jk[1], click_jk[0]], np.float64),
-            "corrective_click": bool(corrective)}
+            "corrective_click": bool(corrective), "prefer_negative": prefer_negative}

@@ -6,7 +6,8 @@ shows the image, forwards the panel's buttons and shows the controller's state. 
 trame-slicer's: real Slicer slice and 3D views rendered on the server and streamed to the
 page, with Slicer's own mouse interaction (scroll to change slice, right-drag to zoom,
 middle-drag to pan) and markups placement, so a click in a view becomes a markups control
-point that the controller observes. Window/level is a slider in the panel.
+point that the controller observes. Window/level: a slider in the panel, or a left-drag in
+a slice view in Slicer's window/level mouse mode.
 
 Threads: trame runs one asyncio loop; every MRML and VTK call happens on it. Model work runs on
 the controller's worker thread; a periodic task on the loop polls the controller, which applies
@@ -204,6 +205,7 @@ class VolumetricSamApp:
         state.devices = list(DEVICE_CHOICES)
         state.placing = None  # one of PROMPT_ROLES, or None
         state.tool = None  # one of EDIT_TOOLS, or None
+        state.window_level_mode = False  # left-drag in a slice view sets window/level
         state.auto_run = True
         state.model_ready = False
         state.busy = False
@@ -346,6 +348,7 @@ class VolumetricSamApp:
             state.confirmed_slices = [int(index) for index in controller_state.confirmed_slices]
             state.cpu_warning = CPU_WARNING if controller_state.cpu_warning else ""
             state.placing = controller_state.placing
+            state.window_level_mode = self._in_window_level_mode()
             needed = controller_state.weights_needed
             state.weights_needed = "" if needed is None else f"{needed.entry.filename} ({needed.reason})"
         if controller_state.segment_id and controller_state.segment_id != self.editor.active_segment_id:
@@ -412,6 +415,31 @@ class VolumetricSamApp:
                 self._require_controller().record_edit(brush, box, erase=erase, label="erase" if erase else "paint")
 
         self._guard(record)
+
+    def _interaction_node(self):
+        return self.scene.GetNodeByID("vtkMRMLInteractionNodeSingleton")
+
+    def _in_window_level_mode(self) -> bool:
+        node = self._interaction_node()
+        return node is not None and node.GetCurrentInteractionMode() == node.AdjustWindowLevel
+
+    def toggle_window_level_mode(self) -> None:
+        """Slicer's "Adjust window/level" mouse mode: a left-drag in a slice view sets window
+        (left-right) and level (up-down), by Slicer's own widget, which acts in that mode only
+        (``vtkMRMLWindowLevelWidget::CanProcessInteractionEvent``). Placing points or painting
+        leaves it, as in Slicer."""
+
+        def toggle():
+            node = self._interaction_node()
+            entering = not self._in_window_level_mode()
+            if entering:
+                self._set_tool(None)
+                self._set_placing(None)
+            node.SetCurrentInteractionMode(node.AdjustWindowLevel if entering else node.ViewTransform)
+            with self.state:
+                self.state.window_level_mode = entering
+
+        self._guard(toggle)
 
     def toggle_placing(self, role: str) -> None:
         self._guard(lambda: self._set_placing(None if self.state.placing == role else role))

@@ -58,6 +58,8 @@ def _panel(app, v, html) -> None:
         v.VRangeSlider(label="Window", v_model=("display_range",), min=("scalar_range[0]",),
                        max=("scalar_range[1]",), step=1, density="compact", hide_details=True, strict=True,
                        classes="mb-2", **_test("window-level"))
+        _button(v, "Window/level drag", app.toggle_window_level_mode, "window-level-mode",
+                color=("window_level_mode ? 'blue' : undefined",))
         # Status -----------------------------------------------------------------------------------
         html.Div("{{ message }}", classes="text-caption mb-1", **_test("message"))
         v.VProgressLinear(v_if=("busy",), model_value=("progress_total ? 100 * progress_done / progress_total : 0",),

@@ -112,9 +112,14 @@ class PromptEncoderConfig:
 
 @dataclass(frozen=True)
 class MaskDecoderConfig:
+    """``click_maps``: the classifier also reads maps of where the clicks are
+    (:mod:`.click_maps`); not in the official layout, an option for configurations trained
+    from scratch."""
+
     in_chans: int = 256
     head_chans: int = 128
     num_classes: int = 2
+    click_maps: bool = False
 
 
 @dataclass(frozen=True)

@@ -64,8 +64,18 @@ class Sam3DAdapter(nn.Module):
                 labels: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (1, classes, D, H, W) for clicks on an embedded crop."""
         refined = self.prompt_encoder(embedding.image_features, points_dwh, labels)
-        logits = self.mask_decoder.decode(embedding.decoder_cache, refined)
+        logits = self.mask_decoder.decode(embedding.decoder_cache, refined, self.click_maps(points_dwh, labels))
         return logits.permute(0, 1, 4, 2, 3)
+
+    def click_maps(self, points_dwh: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | None:
+        """The decoder's click maps (:mod:`.click_maps`) on its half-crop grid, where the
+        configuration reads them; None otherwise."""
+        if not self.config.mask_decoder.click_maps:
+            return None
+        from .click_maps import click_maps
+
+        size = self.config.crop_size
+        return click_maps(points_dwh, labels if self.has_point_labels else None, size // 2, size)
 
     def forward(self, crop: torch.Tensor, points_dwh: torch.Tensor,
                 labels: torch.Tensor | None = None) -> torch.Tensor:

@@ -139,12 +139,10 @@ def test_a_click_in_the_axial_view_segments_the_lesion_and_the_page_shows_it(run
         shutil.copyfile(shot, SCREENSHOT)
 
 
-def test_a_negative_click_reaches_the_session_and_undo_redo_restore_the_segment_exactly(running, page, phantom,
-                                                                                         first_click):
-    """The demo models do not respond to negative clicks (both leave the mask as it is; see the
-    engine's sessions), so this checks that the browser's negative click arrives as a negative
-    prompt at the clicked place, as one undo step, and that undo and redo give the segment back
-    bit for bit, down to an empty segment and back to the click's."""
+def test_a_negative_click_shrinks_the_segment_and_undo_redo_restore_it_exactly(running, page, phantom, first_click):
+    """The browser's negative click on the segment's rim arrives as a negative prompt at the
+    clicked place, as one undo step; the segment shrinks there and keeps the lesion; undo and
+    redo give the segments back bit for bit, down to an empty segment and back."""
     from volsam.web.testing import click_at_ras, wait_idle
 
     positive = first_click["mask"]
@@ -165,6 +163,10 @@ def test_a_negative_click_reaches_the_session_and_undo_redo_restore_the_segment_
 
     assert clicks_equal(running.call(clicks), [(True, phantom["centre_kji"][::-1]), (False, (i, j, k))])
     after_negative = _mask(running)
+    assert after_negative.sum() < positive.sum()  # the segment shrank
+    assert not after_negative[k, j, i]  # where the negative click is
+    kept = ((after_negative > 0) & phantom["truth"]).sum() / ((positive > 0) & phantom["truth"]).sum()
+    assert after_negative[phantom["centre_kji"]] and kept > 0.7  # and kept the lesion
     _press(page, running, "undo")  # the negative click
     np.testing.assert_array_equal(_mask(running), positive)
     assert len(running.call(clicks)) == 1

@@ -395,7 +395,8 @@ def detect_project_checkpoint(loaded: LoadedCheckpoint) -> CheckpointReport | No
     problems = project_problems(config, state, expected)
     named = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
     notes = [(f"configuration: {config.name} (crop {config.crop_size}^3, embed {config.image_encoder.embed_dim}, "
-              f"depth {config.image_encoder.depth})")]
+              f"depth {config.image_encoder.depth}"
+              f"{', click maps' if config.mask_decoder.click_maps else ''})")]
     if provenance:
         notes.append("provenance: " + json.dumps(provenance, sort_keys=True))
     if not any(k.endswith("attn_mask") for k in named):

@@ -169,6 +169,10 @@ def next_iterative_click(prediction: np.ndarray, truth: np.ndarray,
 #: Training's corrective clicks: error regions smaller than this (voxels) are noise, not a
 #: mistake a user would click on.
 MIN_CORRECTIVE_REGION = 8
+#: The share of training's corrective clicks that go in the model's false positive whenever its
+#: prediction has one (both models' trainers draw ``prefer_negative`` with it); with the plain
+#: protocol's rule (largest error wins) the demo adapter's negative clicks stayed inert.
+NEGATIVE_CLICK_PREFERENCE = 0.7
 
 
 def training_corrective_click(prediction: np.ndarray, truth: np.ndarray,

@@ -36,10 +36,6 @@ VALIDATION_SEED = 12345
 #: own prediction from the other clicks), so that clicks, negative ones above all, learn to
 #: correct the mistakes the model makes rather than random far-away voxels.
 CORRECTIVE_CLICK_PROBABILITY = 0.6
-#: Where the model's prediction has a false positive, the share of corrective clicks that go
-#: there as negative clicks (:func:`volsam.clicks.training_corrective_click`); with the plain
-#: protocol's rule (largest error wins) the demo model's negative clicks stayed inert.
-NEGATIVE_CLICK_PREFERENCE = 0.7
 
 
 def points_dwh(points_kji: torch.Tensor) -> torch.Tensor:
@@ -152,7 +148,7 @@ class AdapterTask(TrainingTask):
     def _with_corrective_click(module, crop, target, points, labels, rng: np.random.Generator):
         """The clicks plus a corrective click on the model's current prediction: negative in its
         false positive when it has one (mostly), else the iterative protocol's next click."""
-        from ..clicks import training_corrective_click
+        from ..clicks import NEGATIVE_CLICK_PREFERENCE, training_corrective_click
 
         with torch.no_grad():
             prediction = module(crop, points, labels).argmax(1)[0].cpu().numpy()
@@ -187,7 +183,6 @@ class AdapterTask(TrainingTask):
 
     def load_weights(self, path: Path) -> None:
         from ..models.sam3d_adapter.checkpoints import from_checkpoint
-
         from ..models.sam3d_adapter.mask_decoder import with_click_map_channels
 
         loaded = from_checkpoint(path, device=next(self.model.parameters()).device,

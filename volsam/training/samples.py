@@ -29,6 +29,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..clicks import (
+    NEGATIVE_CLICK_PREFERENCE,
     adapter_training_clicks,
     adapter_validation_clicks,
     component_at,
@@ -243,16 +244,14 @@ class ClipSampling:
     clip_length: int = 8
     mask_prompt_probability: float = 0.5
     corrective_click_probability: float = 0.0
-    #: the share of corrective clicks put in the model's false positive when it has one
-    #: (:func:`volsam.clicks.training_corrective_click`)
-    negative_click_preference: float = 0.7
+    negative_click_preference: float = NEGATIVE_CLICK_PREFERENCE
 
     def __post_init__(self):
         if self.clip_length < 2:
             raise ValueError(f"clip length must be at least 2 slices, got {self.clip_length}")
-        if not 0 <= self.corrective_click_probability <= 1:
-            raise ValueError(f"corrective click probability must lie in [0, 1], got "
-                             f"{self.corrective_click_probability}")
+        for name in ("corrective_click_probability", "negative_click_preference"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name.replace('_', ' ')} must lie in [0, 1], got {getattr(self, name)}")
 
 
 def sam2_clip_sample(case: CachedCase, sampling: ClipSampling, rng: np.random.Generator,

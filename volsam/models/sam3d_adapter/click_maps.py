@@ -28,8 +28,17 @@ CLICK_SIGMA_MM = 5.0
 NEGATIVE_SIDE_SOFTNESS_MM = 3.0
 
 
-def click_maps(points_dwh: torch.Tensor, labels: torch.Tensor | None, grid_size: int, crop_size: int,
-               dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def lower_to_nearest_squared(squared: torch.Tensor, points, axes) -> torch.Tensor:
+    """``squared`` lowered in place to the squared distance from each grid voxel to the nearest
+    of ``points`` ((N, 3), coordinates in the grid's axis order; ``axes[a]``: the voxels'
+    coordinates along axis a). Summed per axis by broadcasting: no coordinate grid is built."""
+    for a, b, c in points:
+        torch.minimum(squared, ((axes[0] - a) ** 2)[:, None, None] + ((axes[1] - b) ** 2)[None, :, None]
+                      + ((axes[2] - c) ** 2), out=squared)
+    return squared
+
+
+def click_maps(points_dwh: torch.Tensor, labels: torch.Tensor | None, grid_size: int, crop_size: int) -> torch.Tensor:
     """(1, 3, G, G, G) click maps in the decoder's (H, W, D) order, G = ``grid_size``.
 
     points_dwh: (N, 3) or (1, N, 3) crop voxel coordinates [d, w, h]; labels: (N,) 1 positive /
@@ -45,12 +54,9 @@ def click_maps(points_dwh: torch.Tensor, labels: torch.Tensor | None, grid_size:
     def nearest_squared(chosen: torch.Tensor) -> torch.Tensor | None:
         if not bool(chosen.any()):
             return None
-        d, w, h = points[chosen].T  # (M,) each
-        # Summed per axis by broadcasting over (M, H, W, D): no coordinate grid is built.
-        squared = (((centres[None, :] - h[:, None]) ** 2)[:, :, None, None]
-                   + ((centres[None, :] - w[:, None]) ** 2)[:, None, :, None]
-                   + ((centres[None, :] - d[:, None]) ** 2)[:, None, None, :])
-        return squared.amin(0)
+        squared = torch.full((grid_size,) * 3, float("inf"), dtype=torch.float32, device=device)
+        # [d, w, h] -> the grid's (H, W, D) order
+        return lower_to_nearest_squared(squared, points[chosen][:, [2, 1, 0]], (centres,) * 3)
 
     to_positive, to_negative = nearest_squared(positive), nearest_squared(~positive)
     maps = torch.zeros((1, CLICK_MAP_CHANNELS, grid_size, grid_size, grid_size), dtype=torch.float32, device=device)
@@ -63,4 +69,4 @@ def click_maps(points_dwh: torch.Tensor, labels: torch.Tensor | None, grid_size:
             maps[0, 2] = torch.sigmoid((to_positive.sqrt() - to_negative.sqrt()) / NEGATIVE_SIDE_SOFTNESS_MM)
         else:
             maps[0, 2] = 1.0
-    return maps.to(dtype)
+    return maps

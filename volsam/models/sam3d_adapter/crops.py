@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from ...clicks import connected_regions
 from ...geometry import Box
+from .click_maps import lower_to_nearest_squared
 
 
 @dataclass
@@ -188,10 +189,7 @@ class NearestClick:
         if points[:len(self.points)] != self.points:
             self.points = ()
             self.squared.fill_(float("inf"))
-        axes = self._axes
-        for d, h, w in points[len(self.points):]:  # summed per axis by broadcasting: no coordinate grid
-            squared = ((axes[0] - d) ** 2)[:, None, None] + ((axes[1] - h) ** 2)[None, :, None] + ((axes[2] - w) ** 2)
-            torch.minimum(self.squared, squared, out=self.squared)
+        lower_to_nearest_squared(self.squared, points[len(self.points):], self._axes)
         self.points = points
         return self.squared
 

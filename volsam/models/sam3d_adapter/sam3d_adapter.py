@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .click_maps import click_maps
 from .config import Sam3DAdapterConfig
 from .image_encoder import ImageEncoderViT3d
 from .mask_decoder import DecoderCache, MultiLevelMaskDecoder
@@ -72,8 +73,6 @@ class Sam3DAdapter(nn.Module):
         configuration reads them; None otherwise."""
         if not self.config.mask_decoder.click_maps:
             return None
-        from .click_maps import click_maps
-
         size = self.config.crop_size
         return click_maps(points_dwh, labels if self.has_point_labels else None, size // 2, size)
 

@@ -147,6 +147,8 @@ def test_option_checks():
         checked(TrainingConfig(**base, config="tiny", epochs=1, steps=1))
     with pytest.raises(ValueError, match="'vit_l' is not a sam3d-adapter configuration"):
         checked(TrainingConfig(**base, config="vit_l"))
+    with pytest.raises(ValueError, match="--augmentation zoom3d applies to sam3d-adapter; sam2-3dmed takes robust"):
+        checked(TrainingConfig(**{**base, "model": "sam2-3dmed", "config": "tiny-test"}, augmentation="zoom3d"))
 
 
 def test_training_forward_equals_the_model_and_samples_fit(phantoms, tmp_path):
@@ -264,6 +266,38 @@ def test_robust_augmentation_varies_contrast_and_noise_and_keeps_crops_consisten
                 contrasts.append(np.median(image[target]) - np.median(image[~target]))
         spreads[augmentation] = np.std(np.abs(contrasts)) / np.mean(np.abs(contrasts))
     assert spreads["robust"] > spreads["none"]  # contrast scaling widens the lesions' contrasts
+
+
+def test_robust_clips_vary_geometry_and_look_and_keep_the_object_under_the_click(phantoms, tmp_path):
+    from volsam.datasets import load_dataset
+    from volsam.training.cache import CachedCases, VolumeCache
+    from volsam.training.preprocessing import Sam2Preprocessing
+    from volsam.training.samples import ClipSampling, sam2_clip_sample
+
+    with pytest.raises(ValueError, match="sam2-3dmed augmentation must be one of none, robust"):
+        ClipSampling(4, augmentation="zoom3d")
+    dataset = load_dataset(phantoms)
+    cache = VolumeCache(tmp_path / "cache", Sam2Preprocessing("soft_tissue"), 2)
+    cache.prepare(dataset.training, progress=False)
+    cases = CachedCases(cache, dataset.training)
+    robust, plain = ClipSampling(5, augmentation="robust"), ClipSampling(5)
+    object_sizes, noise = {"none": [], "robust": []}, {"none": [], "robust": []}
+    for n in range(24):
+        case = cases[n % len(cases)]
+        for name, sampling in (("none", plain), ("robust", robust)):
+            clip = sam2_clip_sample(case, sampling, np.random.default_rng(n))
+            images, masks = clip["images"], clip["masks"]
+            assert images.shape == masks.shape and images.dtype == np.float32 and set(np.unique(masks)) <= {0, 1}
+            assert 0.0 <= images.min() and images.max() <= 1.0
+            x, y = clip["click_xy"].astype(int)
+            assert masks[0][y, x] == 1  # the click is on the object, after every flip and zoom
+            object_sizes[name].append(masks[0].sum())
+            noise[name].append(np.std(np.diff(images[0], axis=1)))
+        again = sam2_clip_sample(case, robust, np.random.default_rng(n))
+        assert np.array_equal(again["images"], clip["images"])  # deterministic per draw
+    # The zoom changes the object's size on its slice; the noise and contrast draws its texture.
+    assert np.std(np.array(object_sizes["robust"]) / np.array(object_sizes["none"])) > 0.1
+    assert not np.allclose(noise["robust"], noise["none"])
 
 
 def test_adapter_corrective_click_is_negative_in_a_false_positive_and_absent_when_right():

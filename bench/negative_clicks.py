@@ -1,13 +1,15 @@
-"""What one negative click does with the 3DSAM-adapter: the share of a leak it removes.
+"""What one negative click does: the share of a leak it removes, for either method.
 
 For every lesion of a dataset (nnU-Net layout, tumour label 2, e.g. ``volsam phantom DIR --seed
 2031 --variation full``): one positive click at the lesion's centre; where the mask has a false
-positive of at least 8 voxels, one negative click at the centre of the largest one. Printed per
-lesion and as means: the share of that false positive removed, the share of the lesion's
-first mask kept, and Dice before and after.
+positive of at least 8 voxels, one negative click at the centre of the largest one. The clicks
+go through the evaluation's predictor, the session users click in (SAM2-3dMed: each click is a
+prompt on its slice followed by a propagation both ways). Printed per lesion and as means: the
+share of that false positive removed, the share of the lesion's first mask kept, and Dice
+before and after.
 
-Run: ``python bench/negative_clicks.py [WEIGHTS] DATA [MAX_CASES]`` (WEIGHTS: a checkpoint, or
-``demo``, the default).
+Run: ``python bench/negative_clicks.py [--model sam2-3dmed] [WEIGHTS] DATA [MAX_CASES]``
+(model: sam3d-adapter by default; WEIGHTS: a checkpoint, or ``demo``, the default).
 """
 
 from __future__ import annotations
@@ -25,19 +27,20 @@ MIN_LEAK_VOXELS = 8
 def main(argv: list[str]) -> None:
     import torch
 
-    from volsam.clicks import largest_region, lesions_of, region_center
+    from volsam.clicks import SimulatedClick, largest_region, lesions_of, region_center
+    from volsam.evaluation.predictors import PredictorOptions, load_predictor
     from volsam.io import read_image
-    from volsam.methods import get_method
     from volsam.metrics import dice
-    from volsam.models.sam3d_adapter.checkpoints import load_model
-    from volsam.sessions.adapter_session import AdapterSession, AdapterSessionOptions
 
+    model = "sam3d-adapter"
+    if argv[:1] == ["--model"]:
+        model, argv = argv[1], argv[2:]
     if len(argv) == 1 or (len(argv) == 2 and argv[1].isdigit()):
         argv = ["demo", *argv]
     weights, data = argv[0], Path(argv[1])
     limit = int(argv[2]) if len(argv) > 2 else None
-    device = torch.device("cpu")
-    model = load_model(get_method("sam3d-adapter").demo_weights() if weights == "demo" else weights, device=device)
+    torch.set_grad_enabled(False)
+    predictor = load_predictor(PredictorOptions(model=model, weights=weights, device="cpu"), "iterative")
     rows = []
     for image_path in sorted((data / "imagesTr").glob("*_0000.nii.gz"))[:limit]:
         case = image_path.name[:-len("_0000.nii.gz")]
@@ -45,19 +48,13 @@ def main(argv: list[str]) -> None:
         numbered, lesions = lesions_of(read_image(data / "labelsTr" / f"{case}.nii.gz").array == 2, image.spacing)
         for lesion in lesions:
             truth = numbered == lesion.number
-            session = AdapterSession(model, device, AdapterSessionOptions(mode="interactive", preset="ct"))
-            session.open_volume(image)
-
-            def to_ras(kji):
-                return image.ijk_to_ras_points(np.array(kji[::-1], float))
-
-            session.add_points([to_ras(lesion.center_kji)])
-            first = session.result.copy() > 0
+            predictor.open(image)
+            first = predictor.add_clicks([SimulatedClick(tuple(lesion.center_kji), True)]) > 0
             leak = largest_region(first & ~truth)
             if leak is None or leak.sum() < MIN_LEAK_VOXELS:
                 continue
-            session.add_points(negatives=[to_ras(region_center(leak, image.spacing))])
-            after = session.result > 0
+            centre = tuple(int(v) for v in region_center(leak, image.spacing))
+            after = predictor.add_clicks([SimulatedClick(centre, False)]) > 0
             removed = 1 - (after & leak).sum() / leak.sum()
             kept = (after & truth).sum() / max(1, (first & truth).sum())
             rows.append((removed, kept, dice(first, truth), dice(after, truth)))
@@ -68,7 +65,7 @@ def main(argv: list[str]) -> None:
         print("no lesion leaked")
         return
     mean = np.array(rows, float).mean(axis=0)
-    print(f"lesions with a leak: {len(rows)}; leak removed {mean[0]:.3f}, lesion kept {mean[1]:.3f}, "
+    print(f"{model}: lesions with a leak: {len(rows)}; leak removed {mean[0]:.3f}, lesion kept {mean[1]:.3f}, "
           f"Dice {mean[2]:.3f} -> {mean[3]:.3f}")
 
 

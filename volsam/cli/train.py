@@ -54,8 +54,8 @@ def add_parser(subparsers) -> None:
                       help="sam3d-adapter clip range and z-score: the paper's dataset constants, ct (their mean, the "
                            "segment default), or auto (from the training foreground, nnU-Net style)")
     data.add_argument("--augmentation", choices=("zoom3d", "inplane", "robust", "none"),
-                      help="sam3d-adapter augmentation variant (default: the preset's; zoom3d for auto); robust: "
-                           "zoom per axis plus random contrast, noise and blur")
+                      help="augmentation (sam3d-adapter default: the preset's, zoom3d for auto; sam2-3dmed: none "
+                           "or robust); robust: zoom per axis plus random contrast, noise and blur")
     data.add_argument("--clicks", dest="click_protocol", default="3dsam", choices=("3dsam", "lesion", "iterative"),
                       help="sam3d-adapter training clicks: 3dsam (the paper's: 10 foreground + 20 random, target = all "
                            "foreground of the crop), lesion (one lesion is the target, labelled clicks) or iterative "

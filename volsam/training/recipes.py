@@ -109,6 +109,9 @@ class Sam2Recipe(TrainingRecipe):
         if config.export_official:
             raise ValueError("--export-official writes the released 3DSAM-adapter layout; it applies to "
                              "--model sam3d-adapter")
+        if config.augmentation not in (None, "none", "robust"):
+            raise ValueError(f"--augmentation {config.augmentation} applies to sam3d-adapter; sam2-3dmed takes "
+                             "robust (in-plane zoom, flips, contrast, noise, blur) or none")
         scratch = config.config_name in config.defaults.from_scratch
         if not scratch and config.sam2_checkpoint is None and not config.train_encoder:
             raise ValueError(f"fine-tuning SAM2-3dMed {config.config_name} needs --sam2-checkpoint "
@@ -142,7 +145,8 @@ class Sam2Recipe(TrainingRecipe):
         # --clicks iterative: the prompted slice also learns from corrective (negative) clicks.
         corrective = 0.5 if config.click_protocol == "iterative" else 0.0
         return Sam2Task(config, train, validation,
-                        ClipSampling(config.clip_length, corrective_click_probability=corrective), device)
+                        ClipSampling(config.clip_length, corrective_click_probability=corrective,
+                                     augmentation=config.augmentation or "none"), device)
 
 
 #: Registry name of a method -> its training recipe.

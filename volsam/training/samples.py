@@ -41,6 +41,10 @@ from .cache import CachedCase
 from .preprocessing import AUGMENTATIONS
 
 CLICK_PROTOCOLS = ("3dsam", "lesion", "iterative")
+CLIP_AUGMENTATIONS = ("none", "robust")
+#: 20 HU in the units of SAM2-3dMed's [0, 1] slices under the soft-tissue window (400 HU wide);
+#: the scale of the clips' noise and brightness shift (percentile-normalised MR gets the same).
+CLIP_HU20 = 20.0 / 400.0
 #: "robust" appearance draws: contrast scale, extra noise (in units of intensity_shift, i.e.
 #: of 20 HU) and blur (voxels), each applied with probability APPEARANCE_PROBABILITY.
 ROBUST_CONTRAST_SCALE = (0.6, 1.5)
@@ -239,16 +243,23 @@ class ClipSampling:
     also gets the iterative protocol's corrective click (positive in the largest miss, negative
     in the largest false positive of the model's first answer), so negative clicks are learnt;
     ``negative_click_preference``: the share of those that go in the false positive whenever the
-    answer has one, whichever error is larger."""
+    answer has one, whichever error is larger. ``augmentation`` "robust": the clip's slices get
+    one random in-plane draw (flips, a transpose, a zoom per axis: pixel sizes vary by scanner)
+    and the adapter's random contrast, blur and noise, plus a brightness shift, so the model
+    meets scanner looks its phantoms lack; "none": the slices as they are (validation always)."""
 
     clip_length: int = 8
     mask_prompt_probability: float = 0.5
     corrective_click_probability: float = 0.0
     negative_click_preference: float = NEGATIVE_CLICK_PREFERENCE
+    augmentation: str = "none"
 
     def __post_init__(self):
         if self.clip_length < 2:
             raise ValueError(f"clip length must be at least 2 slices, got {self.clip_length}")
+        if self.augmentation not in CLIP_AUGMENTATIONS:
+            raise ValueError(f"sam2-3dmed augmentation must be one of {', '.join(CLIP_AUGMENTATIONS)}, "
+                             f"got {self.augmentation!r}")
         for name in ("corrective_click_probability", "negative_click_preference"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name.replace('_', ' ')} must lie in [0, 1], got {getattr(self, name)}")
@@ -297,6 +308,8 @@ def sam2_clip_sample(case: CachedCase, sampling: ClipSampling, rng: np.random.Ge
     slices = slices[(slices >= 0) & (slices < depth)]
     masks = np.stack([obj[s - low] for s in slices]).astype(np.uint8)
     images = np.stack([np.asarray(case.image[s], np.float32) for s in slices])
+    if sampling.augmentation == "robust":
+        images, masks = _robust_clip(images, masks, rng)
     use_mask = (rng.random() < sampling.mask_prompt_probability) if mask_prompt is None else mask_prompt
     click_jk = region_center(masks[0])  # centre of the object on the prompt slice
     # Drawn only when asked for, so runs without corrective clicks draw what they always did.
@@ -306,3 +319,33 @@ def sam2_clip_sample(case: CachedCase, sampling: ClipSampling, rng: np.random.Ge
     return {"images": images, "masks": masks, "slices": slices, "direction": int(direction),
             "mask_prompt": bool(use_mask), "click_xy": np.array([click_jk[1], click_jk[0]], np.float64),
             "corrective_click": bool(corrective), "prefer_negative": prefer_negative}
+
+
+def _robust_clip(images: np.ndarray, masks: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One random in-plane geometry and appearance for a whole clip (D, rows, cols): every
+    slice gets the same draw, as a scanner's look is the same through a volume. The masks
+    follow the geometry; the object must stay on the prompt slice, else the clip is kept as it
+    was (a zoom can push a lesion at the border out)."""
+    images = np.asarray(images, np.float32)
+    geometry_images, geometry_masks = images, masks
+    if rng.random() < 0.8:  # zoom about the slice centre, separately per in-plane axis
+        zoom = rng.uniform(*ROBUST_ZOOM, 2)
+        linear = np.diag([1.0, 1.0 / zoom[0], 1.0 / zoom[1]])
+        centre = (np.array(images.shape, float) - 1) / 2
+        offset = centre - linear @ centre
+        geometry_images = ndimage.affine_transform(images, linear, offset, order=1, mode="nearest", prefilter=False)
+        geometry_masks = (ndimage.affine_transform(masks.astype(np.float32), linear, offset, order=1,
+                                                   mode="constant", cval=0.0, prefilter=False) > 0.5)
+        if not geometry_masks[0].any():
+            geometry_images, geometry_masks = images, masks
+    arrays = [geometry_images, np.asarray(geometry_masks, np.uint8)]
+    for axis in (1, 2):
+        if rng.random() < 0.5:
+            arrays = [np.flip(a, axis) for a in arrays]
+    if rng.random() < 0.5:
+        arrays = [np.swapaxes(a, 1, 2) for a in arrays]
+    images, masks = (np.ascontiguousarray(a) for a in arrays)
+    images = _robust_appearance(images, CLIP_HU20, rng)
+    if rng.random() < 0.5:
+        images = images + np.float32(rng.uniform(-CLIP_HU20, CLIP_HU20))
+    return np.clip(images, 0.0, 1.0).astype(np.float32), masks

@@ -237,6 +237,47 @@ def test_crops_and_clips_pick_every_lesion_equally_often():
     assert 0.35 < np.mean(small) < 0.65
 
 
+def test_size_balanced_sampling_draws_every_size_bin_equally_often():
+    from volsam.training.cache import CachedCase
+    from volsam.training.samples import AdapterSampling, SizeBalancedLesions, adapter_training_sample
+
+    def case(name, boxes):
+        label = np.zeros((40, 40, 40), np.uint8)
+        for box in boxes:
+            label[box] = 1
+        foreground = np.flatnonzero(label)
+        return CachedCase(name, np.zeros(label.shape, np.float32), label, foreground, (1.0,) * 3, (1.0,) * 3,
+                          np.eye(4), foreground.size, (0, 1), ((0, 0, 0), (40, 40, 40)))
+
+    cube = lambda start, side: tuple(slice(start, start + side) for _ in range(3))  # noqa: E731
+    # Nine lesions of 11-13 mm (volume-equivalent diameters), one of 25 mm and one of 4 mm.
+    cases = [case("medium", [cube(1, 9), cube(14, 10), cube(28, 9)]), case("medium2", [cube(2, 9), cube(20, 10)]),
+             case("medium3", [cube(1, 10), cube(15, 9), cube(28, 10)]), case("medium4", [cube(5, 9)]),
+             case("large_and_small", [cube(1, 20), cube(30, 3)]), case("empty", [])]
+    lesions = SizeBalancedLesions(cases, range(len(cases)))
+    assert lesions.counts == (1, 9, 1, 0)
+    rng = np.random.default_rng(0)
+    draws = [lesions.draw(rng) for _ in range(3000)]
+    large = np.mean([d == (4, 0) for d in draws])
+    small = np.mean([d == (4, 1) for d in draws])
+    assert abs(large - 1 / 3) < 0.04 and abs(small - 1 / 3) < 0.04  # not 1 / 11 each
+    sampling = AdapterSampling(16, augmentation="none", click_protocol="lesion")
+    sample = adapter_training_sample(cases[4], sampling, np.random.default_rng(1), lesion_index=1)
+    assert sample["target"].sum() == 27  # centred on the lesion asked for
+    with pytest.raises(ValueError, match="needs training cases with lesions"):
+        SizeBalancedLesions(cases, [5])
+    base = {"model": "sam3d-adapter", "data": "d", "label": "2", "out": "o", "config": "tiny", "train_encoder": True}
+    with pytest.raises(ValueError, match="--lesion-sampling size draws lesions; the 3dsam clicks"):
+        checked(TrainingConfig(**base, lesion_sampling="size"))
+    with pytest.raises(ValueError, match="--lesion-sampling must be one of case, size"):
+        checked(TrainingConfig(**base, lesion_sampling="volume"))
+
+
+def test_adapter_training_with_size_balanced_lesions_runs(phantoms, tmp_path):
+    result = train(_config(phantoms, tmp_path / "run", epochs=1, click_protocol="lesion", lesion_sampling="size"))
+    assert result.steps_done == len(CASES) and np.isfinite(result.history[-1]["train_loss"])
+
+
 # --- training that generalises (issue 15): robust augmentation, corrective (negative) clicks ---------
 @pytest.fixture(scope="module")
 def adapter_cases(phantoms, tmp_path_factory):
@@ -361,5 +402,5 @@ def test_sam2_training_with_corrective_clicks_runs_and_adds_a_labelled_click(pha
     assert int(corrected["point_labels"][0, 1]) == int(target[y, x])  # positive in a miss, negative outside
 
     result = train(_config(phantoms, tmp_path / "run", model="sam2-3dmed", config="tiny-test", epochs=1, clip_length=3,
-                           click_protocol="iterative", spacing_mm=1.0, augmentation=None))
+                           click_protocol="iterative", spacing_mm=1.0, augmentation="robust", lesion_sampling="size"))
     assert result.steps_done == len(CASES) and np.isfinite(result.history[-1]["train_loss"])

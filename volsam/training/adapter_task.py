@@ -24,7 +24,12 @@ from torch import nn
 from .cache import CachedCases
 from .config import TrainingConfig
 from .losses import adapter_loss, foreground_dice_loss, hard_dice
-from .samples import AdapterSampling, adapter_training_sample, adapter_validation_sample
+from .samples import (
+    AdapterSampling,
+    SizeBalancedLesions,
+    adapter_training_sample,
+    adapter_validation_sample,
+)
 from .task import OptimizerGroup, TrainingTask, checkpoint_forward
 
 ADAPTER_LEARNING_RATE = 4e-4  # spec section 9, all three optimizers
@@ -95,6 +100,8 @@ class AdapterTask(TrainingTask):
                 parameter.requires_grad_(True)
         self.model = model.to(device)
         self.training_module = AdapterTrainingForward(self.model)
+        self.balanced_lesions = (SizeBalancedLesions(train_cases, range(len(train_cases)))
+                                 if config.lesion_sampling == "size" else None)
 
     # --- optimisation -----------------------------------------------------------------------------
     def optimizer_groups(self) -> list[OptimizerGroup]:
@@ -116,6 +123,9 @@ class AdapterTask(TrainingTask):
 
     # --- samples and loss --------------------------------------------------------------------------
     def training_sample(self, case_index: int, rng: np.random.Generator) -> dict:
+        if self.balanced_lesions is not None:  # the item only counts the epoch's draws
+            case_index, lesion_index = self.balanced_lesions.draw(rng)
+            return adapter_training_sample(self.train_cases[case_index], self.sampling, rng, lesion_index)
         return adapter_training_sample(self.train_cases[case_index], self.sampling, rng)
 
     @property

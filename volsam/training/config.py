@@ -20,6 +20,9 @@ from pathlib import Path
 from ..methods import get_method, method_names
 
 MODELS = method_names()
+#: How a training sample's lesion is chosen: "case" (each training case once per epoch, each of
+#: its lesions equally often) or "size" (:class:`volsam.training.samples.SizeBalancedLesions`).
+LESION_SAMPLINGS = ("case", "size")
 
 
 
@@ -95,6 +98,7 @@ class TrainingConfig:
     preset: str = "auto"
     augmentation: str | None = None  # zoom3d / inplane / robust / none; default from the preset
     click_protocol: str = "3dsam"
+    lesion_sampling: str = "case"  # see LESION_SAMPLINGS
     clip_length: int = 8
     window: str | None = None  # SAM2 intensity window; default from the modality
     learning_rate: float | None = None
@@ -124,6 +128,12 @@ class TrainingConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"--{name.replace('_', '-')} must be a whole number >= 1, got {value!r}")
+        if self.lesion_sampling not in LESION_SAMPLINGS:
+            raise ValueError(f"--lesion-sampling must be one of {', '.join(LESION_SAMPLINGS)}, "
+                             f"got {self.lesion_sampling!r}")
+        if self.lesion_sampling == "size" and self.model == "sam3d-adapter" and self.click_protocol == "3dsam":
+            raise ValueError("--lesion-sampling size draws lesions; the 3dsam clicks draw crops around any "
+                             "foreground voxel (use --clicks lesion or iterative)")
         if self.workers < 0:
             raise ValueError(f"--workers must be >= 0, got {self.workers}")
         if not (math.isfinite(self.spacing_mm) and self.spacing_mm > 0):

@@ -45,7 +45,7 @@ from .losses import (
     hard_dice,
     mask_iou,
 )
-from .samples import ClipSampling, sam2_clip_sample
+from .samples import ClipSampling, SizeBalancedLesions, sam2_clip_sample
 from .task import OptimizerGroup, TrainingTask, checkpoint_forward
 
 SAM2_LEARNING_RATE = 1e-4  # spec D7: trained SAM2 parts
@@ -210,6 +210,8 @@ class Sam2Task(TrainingTask):
         self.validation_cases = [validation_cases[i] for i in range(len(validation_cases))
                                  if validation_cases[i].has_foreground]
         self.sampling = sampling
+        self.balanced_lesions = (SizeBalancedLesions(train_cases, self.train_indices)
+                                 if config.lesion_sampling == "size" else None)
         torch.manual_seed(config.seed)
         model = build_model(config.sam2_model_config())
         if config.sam2_checkpoint is not None:
@@ -246,6 +248,9 @@ class Sam2Task(TrainingTask):
             checkpoint_forward(sam2.image_encoder.trunk.blocks)
 
     def training_sample(self, case_index: int, rng: np.random.Generator) -> dict:
+        if self.balanced_lesions is not None:  # the item only counts the epoch's draws
+            case_index, lesion_index = self.balanced_lesions.draw(rng)
+            return sam2_clip_sample(self.train_cases[case_index], self.sampling, rng, lesion_index=lesion_index)
         return sam2_clip_sample(self.train_cases[self.train_indices[case_index]], self.sampling, rng)
 
     @property

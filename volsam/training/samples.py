@@ -42,6 +42,9 @@ from .preprocessing import AUGMENTATIONS
 
 CLICK_PROTOCOLS = ("3dsam", "lesion", "iterative")
 CLIP_AUGMENTATIONS = ("none", "robust")
+#: Upper bounds (mm) of the size bins that size-balanced sampling draws uniformly: < 10, 10-20,
+#: 20-30 and >= 30 mm of volume-equivalent diameter, the bins the evaluation reports.
+SIZE_BIN_BOUNDS_MM = (10.0, 20.0, 30.0)
 #: 20 HU in the units of SAM2-3dMed's [0, 1] slices under the soft-tissue window (400 HU wide);
 #: the scale of the clips' noise and brightness shift (percentile-normalised MR gets the same).
 CLIP_HU20 = 20.0 / 400.0
@@ -145,16 +148,17 @@ def _flips_and_turns(arrays: list[np.ndarray], rng: np.random.Generator) -> list
     return [np.ascontiguousarray(a) for a in arrays]
 
 
-def adapter_training_sample(case: CachedCase, sampling: AdapterSampling,
-                            rng: np.random.Generator) -> dict[str, np.ndarray]:
+def adapter_training_sample(case: CachedCase, sampling: AdapterSampling, rng: np.random.Generator,
+                            lesion_index: int | None = None) -> dict[str, np.ndarray]:
     """One augmented crop: image (c, c, c) float32, target (c, c, c) uint8, clicks (N, 3)
-    (k, j, i) in the crop and their labels (N,) bool."""
+    (k, j, i) in the crop and their labels (N,) bool. ``lesion_index``: the case's lesion to
+    centre on (lesion protocols; default: one drawn at random)."""
     box_start, box_stop = (np.asarray(v) for v in case.body_box)
     if sampling.click_protocol != "3dsam":
         # Always centred on a lesion, as inference centres its crop on a click; every lesion
         # equally often, as users click small ones as often as large ones (a random voxel
         # would pick a 30 mm lesion 27 times as often as a 10 mm one).
-        lesion = case.lesions[rng.integers(len(case.lesions))] if case.has_foreground else None
+        lesion = _lesion(case, rng, lesion_index) if case.has_foreground else None
         center = (np.array(np.unravel_index(int(lesion[rng.integers(lesion.size)]), case.label.shape))
                   if lesion is not None else _pick_center(case, rng, 0.0, box_start, box_stop))
     else:
@@ -236,6 +240,45 @@ def _with_clicks(image: np.ndarray, label: np.ndarray, protocol: str, rng: np.ra
             "points_kji": clicks.points_kji, "positive": clicks.positive}
 
 
+def _lesion(case: CachedCase, rng: np.random.Generator, lesion_index: int | None) -> np.ndarray:
+    if lesion_index is None:
+        return case.lesions[rng.integers(len(case.lesions))]
+    return case.lesions[lesion_index]
+
+
+class SizeBalancedLesions:
+    """Every lesion of the training cases, by size bin (:data:`SIZE_BIN_BOUNDS_MM`), for
+    size-balanced sampling: :meth:`draw` picks a bin uniformly among those with lesions, then
+    one of its lesions uniformly. Data hold far more lesions of some sizes than of others (the
+    randomised phantoms: 17 % under 10 mm, 59 % 10-20 mm, 23 % 20-30 mm, 1 % from 30 mm), so
+    drawing every lesion equally often leaves the rare sizes nearly untrained. An epoch is
+    then as many draws as there are training cases, not one pass over them.
+
+    ``cases``: indexable cached cases; ``indices``: which of them to use."""
+
+    def __init__(self, cases, indices):
+        self.bins: list[list[tuple[int, int]]] = [[] for _ in range(len(SIZE_BIN_BOUNDS_MM) + 1)]
+        for index in indices:
+            case = cases[index]
+            voxel_mm3 = float(np.prod(case.spacing_ijk))
+            for number, lesion in enumerate(case.lesions):
+                diameter = (6.0 * lesion.size * voxel_mm3 / math.pi) ** (1.0 / 3.0)
+                self.bins[int(np.searchsorted(SIZE_BIN_BOUNDS_MM, diameter, side="right"))].append((index, number))
+        self._filled = [b for b in self.bins if b]
+        if not self._filled:
+            raise ValueError("size-balanced sampling needs training cases with lesions; none has one")
+
+    @property
+    def counts(self) -> tuple[int, ...]:
+        """Lesions per size bin."""
+        return tuple(len(b) for b in self.bins)
+
+    def draw(self, rng: np.random.Generator) -> tuple[int, int]:
+        """(case index, lesion index in that case) of one sample."""
+        lesions = self._filled[rng.integers(len(self._filled))]
+        return lesions[rng.integers(len(lesions))]
+
+
 # --- SAM2-3dMed clips ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ClipSampling:
@@ -267,7 +310,7 @@ class ClipSampling:
 
 def sam2_clip_sample(case: CachedCase, sampling: ClipSampling, rng: np.random.Generator,
                      prompt_voxel: np.ndarray | None = None, direction: int | None = None,
-                     mask_prompt: bool | None = None) -> dict:
+                     mask_prompt: bool | None = None, lesion_index: int | None = None) -> dict:
     """One clip along the k axis: slices (D, rows, cols) of the [0, 1] image, the object's masks
     (D, rows, cols), the slice indices, and the prompt on the first slice (a centre click
     (x, y) = (column, row), or the object's mask there).
@@ -276,14 +319,15 @@ def sam2_clip_sample(case: CachedCase, sampling: ClipSampling, rng: np.random.Ge
     users prompt small ones as often as large ones), and the prompt slice is drawn uniformly
     among the slices it spans near a random voxel of it, so clips start as often near an end of
     the object as in its middle and learn where it stops.
-    ``direction`` +1 runs up the k axis, -1 down.
+    ``direction`` +1 runs up the k axis, -1 down. ``lesion_index``: the case's lesion to
+    prompt (default: one drawn at random).
     """
     depth = case.label.shape[0]
     length = min(sampling.clip_length, depth)
     if prompt_voxel is None:
         if not case.has_foreground:
             raise ValueError(f"case {case.case_id} has no foreground to prompt")
-        lesion = case.lesions[rng.integers(len(case.lesions))]
+        lesion = _lesion(case, rng, lesion_index)
         seed = np.array(np.unravel_index(int(lesion[rng.integers(lesion.size)]), case.label.shape))
         # The object's mask is traced within a slab around the seed only: the slab holds every
         # slice a clip starting within `length` slices of the seed can reach.

@@ -382,6 +382,16 @@ def test_training_corrective_click_can_prefer_a_smaller_false_positive_to_a_larg
     assert training_corrective_click(speck, truth, prefer_negative=True).positive
 
 
+def _cube_case():
+    from volsam.training.cache import CachedCase
+
+    label = np.zeros((12, 20, 20), np.uint8)
+    label[2:10, 5:15, 5:15] = 1
+    foreground = np.flatnonzero(label)
+    return CachedCase("cube", np.zeros(label.shape, np.float32), label, foreground, (1.0,) * 3, (1.0,) * 3,
+                      np.eye(4), foreground.size, (0, 1), ((0, 0, 0), label.shape))
+
+
 def test_sam2_training_with_corrective_clicks_runs_and_adds_a_labelled_click(phantoms, tmp_path):
     from volsam.models.sam2_3dmed.build import build_model
     from volsam.training.config import sam2_configs
@@ -400,6 +410,28 @@ def test_sam2_training_with_corrective_clicks_runs_and_adds_a_labelled_click(pha
     assert corrected["point_coords"].shape == (1, 2, 2)
     x, y = corrected["point_coords"][0, 1].long().tolist()
     assert int(corrected["point_labels"][0, 1]) == int(target[y, x])  # positive in a miss, negative outside
+
+    # A correction on a tracked slice: the click on the model's answer there, read with the
+    # memory of the prompted slice, and that answer as the previous mask's logits.
+    from volsam.training.sam2_task import _tracked_correction
+
+    with torch.no_grad():
+        output_dict = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
+        current, outputs, _, _ = sam2._track_step(0, True, feats, pos, sizes, prompt, None, output_dict, 4, False, None)
+        current.update(pred_masks=outputs[3], pred_masks_high_res=outputs[4], obj_ptr=outputs[5])
+        sam2._encode_memory_in_output(feats, sizes, prompt, True, outputs[4], outputs[6], current)
+        output_dict["cond_frame_outputs"][0] = current
+        points, previous = _tracked_correction(sam2, 1, feats, pos, sizes, output_dict, target, 4, True)
+    x, y = points["point_coords"][0, 0].long().tolist()
+    assert int(points["point_labels"][0, 0]) == int(target[y, x])
+    assert previous.shape == outputs[3].shape and set(previous.unique().tolist()) <= {-10.0, 10.0}
+    from volsam.training.samples import ClipSampling, sam2_clip_sample
+
+    always = ClipSampling(4, mask_prompt_probability=0.0, tracked_correction_probability=1.0)
+    slices = {sam2_clip_sample(_cube_case(), always, np.random.default_rng(n))["correction_slice"] for n in range(30)}
+    assert slices == {1, 2, 3}  # any tracked slice, never the prompted one
+    masked = ClipSampling(4, mask_prompt_probability=1.0, tracked_correction_probability=1.0)
+    assert sam2_clip_sample(_cube_case(), masked, np.random.default_rng(0))["correction_slice"] is None
 
     result = train(_config(phantoms, tmp_path / "run", model="sam2-3dmed", config="tiny-test", epochs=1, clip_length=3,
                            click_protocol="iterative", spacing_mm=1.0, augmentation="robust", lesion_sampling="size"))

@@ -142,10 +142,12 @@ class Sam2Recipe(TrainingRecipe):
         from .sam2_task import Sam2Task
         from .samples import ClipSampling
 
-        # --clicks iterative: the prompted slice also learns from corrective (negative) clicks.
+        # --clicks iterative: the prompted slice, and in as many clips one tracked slice, also
+        # learn from corrective (negative) clicks.
         corrective = 0.5 if config.click_protocol == "iterative" else 0.0
         return Sam2Task(config, train, validation,
                         ClipSampling(config.clip_length, corrective_click_probability=corrective,
+                                     tracked_correction_probability=corrective,
                                      augmentation=config.augmentation or "none"), device)
 
 

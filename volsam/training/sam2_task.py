@@ -88,7 +88,8 @@ class Sam2ClipForward(nn.Module):
 
     def forward(self, frames: torch.Tensor, masks: torch.Tensor, click_xy: torch.Tensor | None,
                 mask_prompt: bool, slice_order_reversed: bool, corrective_click: bool = False,
-                prefer_negative: bool = False):
+                prefer_negative: bool = False, correction_slice: int | None = None,
+                correction_prefers_negative: bool = False):
         sam2 = self.model.sam2
         # SAM2 replaces the masks of a slice it judges empty by a constant (-1024) before they
         # leave _forward_sam_heads, which cuts the masks' gradient exactly where a network
@@ -99,12 +100,13 @@ class Sam2ClipForward(nn.Module):
             lambda module, inputs, outputs: decoder_masks.append(outputs[0]))
         try:
             return self._clip(sam2, frames, masks, click_xy, mask_prompt, slice_order_reversed, decoder_masks,
-                              corrective_click, prefer_negative)
+                              corrective_click, prefer_negative, correction_slice, correction_prefers_negative)
         finally:
             hook.remove()
 
     def _clip(self, sam2, frames, masks, click_xy, mask_prompt, slice_order_reversed, decoder_masks,
-              corrective_click=False, prefer_negative=False):
+              corrective_click=False, prefer_negative=False, correction_slice=None,
+              correction_prefers_negative=False):
         from ..models.sam2_3dmed.boundary import balanced_boundary_loss, boundary_target
         from ..models.sam2_3dmed.srpp import srpp_loss
 
@@ -125,7 +127,7 @@ class Sam2ClipForward(nn.Module):
         for t in range(depth):
             feats = [x[:, t:t + 1] for x in vision_feats]
             pos = [x[:, t:t + 1] for x in vision_pos]
-            point_inputs = mask_inputs = None
+            point_inputs = mask_inputs = previous_logits = None
             if t == 0 and mask_prompt:
                 mask_inputs = masks[:1]
             elif t == 0:
@@ -134,13 +136,18 @@ class Sam2ClipForward(nn.Module):
                 if corrective_click:
                     point_inputs = _with_corrective_click(sam2, feats, pos, feat_sizes, point_inputs, masks[0, 0],
                                                           depth, prefer_negative)
+            elif t == correction_slice:
+                point_inputs, previous_logits = _tracked_correction(sam2, t, feats, pos, feat_sizes, output_dict,
+                                                                    masks[t, 0], depth, correction_prefers_negative)
             current, outputs, _, pix_feat = sam2._track_step(t, t == 0, feats, pos, feat_sizes, point_inputs,
-                                                             mask_inputs, output_dict, depth, False, None)
+                                                             mask_inputs, output_dict, depth, False, previous_logits)
             boundary_logits = self.model.boundary.latest_boundary_logits
             _, high_multi, ious, low_res, high_res, obj_ptr, object_score = outputs
             current.update(pred_masks=low_res, pred_masks_high_res=high_res, obj_ptr=obj_ptr)
             sam2._encode_memory_in_output(feats, feat_sizes, point_inputs, True, high_res, object_score, current)
-            output_dict["cond_frame_outputs" if t == 0 else "non_cond_frame_outputs"][t] = current
+            # A corrected slice conditions the slices after it, as a confirmed slice does in the session.
+            prompted = t == 0 or point_inputs is not None
+            output_dict["cond_frame_outputs" if prompted else "non_cond_frame_outputs"][t] = current
             conditioned.append(pix_feat)
             predictions.append(high_res.detach())
             if mask_inputs is not None:
@@ -192,6 +199,29 @@ def _with_corrective_click(sam2, feats, pos, feat_sizes, point_inputs: dict, tar
     label = torch.tensor([[int(click.positive)]], dtype=torch.int32, device=device)
     return {"point_coords": torch.cat([point_inputs["point_coords"], point], dim=1),
             "point_labels": torch.cat([point_inputs["point_labels"], label], dim=1)}
+
+
+def _tracked_correction(sam2, t: int, feats, pos, feat_sizes, output_dict: dict, target: torch.Tensor, depth: int,
+                        prefer_negative: bool) -> tuple[dict | None, torch.Tensor | None]:
+    """The iterative protocol's click on the model's answer on tracked slice ``t`` (read with the
+    memory of the slices before it), and that answer as mask logits, as the session feeds a
+    propagated slice's mask with a click on it; (None, None) when the answer needs none."""
+    from ..clicks import training_corrective_click
+    from ..models.sam2_3dmed.tracker import MASK_LOGIT_BIAS, MASK_LOGIT_SCALE
+
+    with torch.no_grad():
+        _, outputs, _, _ = sam2._track_step(t, False, feats, pos, feat_sizes, None, None, output_dict, depth,
+                                            False, None)
+    answer = (outputs[4][0] > 0).cpu().numpy()
+    click = training_corrective_click(answer, (target[None] > 0.5).cpu().numpy(), prefer_negative)
+    if click is None:
+        return None, None
+    _, row, col = click.kji
+    device = target.device
+    points = {"point_coords": torch.tensor([[[float(col), float(row)]]], device=device),
+              "point_labels": torch.tensor([[int(click.positive)]], dtype=torch.int32, device=device)}
+    previous = (outputs[3] > 0).float() * MASK_LOGIT_SCALE + MASK_LOGIT_BIAS
+    return points, previous.detach()
 
 
 class Sam2Task(TrainingTask):
@@ -264,7 +294,8 @@ class Sam2Task(TrainingTask):
         x, y = sample["click_xy"]
         click = torch.tensor([x / cols * self.image_size, y / rows * self.image_size], device=device)
         return module(frames, masks, click, bool(sample["mask_prompt"]), sample["direction"] < 0,
-                      bool(sample.get("corrective_click", False)), bool(sample.get("prefer_negative", False))), masks
+                      bool(sample.get("corrective_click", False)), bool(sample.get("prefer_negative", False)),
+                      sample.get("correction_slice"), bool(sample.get("correction_prefers_negative", False))), masks
 
     def loss(self, module, sample: dict, device):
         (total, parts, _), _ = self._run(module, sample, device)

@@ -286,7 +286,10 @@ class ClipSampling:
     also gets the iterative protocol's corrective click (positive in the largest miss, negative
     in the largest false positive of the model's first answer), so negative clicks are learnt;
     ``negative_click_preference``: the share of those that go in the false positive whenever the
-    answer has one, whichever error is larger. ``augmentation`` "robust": the clip's slices get
+    answer has one, whichever error is larger. ``tracked_correction_probability``: the share of
+    click-prompted clips in which one later, tracked slice also gets the corrective click on the
+    model's answer there, read with the memory of the slices before it, as a user corrects a
+    propagated slice (negative in a sweep past the object's end). ``augmentation`` "robust": the clip's slices get
     one random in-plane draw (flips, a transpose, a zoom per axis: pixel sizes vary by scanner)
     and the adapter's random contrast, blur and noise, plus a brightness shift, so the model
     meets scanner looks its phantoms lack; "none": the slices as they are (validation always)."""
@@ -294,6 +297,7 @@ class ClipSampling:
     clip_length: int = 8
     mask_prompt_probability: float = 0.5
     corrective_click_probability: float = 0.0
+    tracked_correction_probability: float = 0.0
     negative_click_preference: float = NEGATIVE_CLICK_PREFERENCE
     augmentation: str = "none"
 
@@ -303,7 +307,7 @@ class ClipSampling:
         if self.augmentation not in CLIP_AUGMENTATIONS:
             raise ValueError(f"sam2-3dmed augmentation must be one of {', '.join(CLIP_AUGMENTATIONS)}, "
                              f"got {self.augmentation!r}")
-        for name in ("corrective_click_probability", "negative_click_preference"):
+        for name in ("corrective_click_probability", "tracked_correction_probability", "negative_click_preference"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name.replace('_', ' ')} must lie in [0, 1], got {getattr(self, name)}")
 
@@ -360,9 +364,16 @@ def sam2_clip_sample(case: CachedCase, sampling: ClipSampling, rng: np.random.Ge
     corrective = (not use_mask and sampling.corrective_click_probability > 0
                   and rng.random() < sampling.corrective_click_probability)
     prefer_negative = bool(corrective and rng.random() < sampling.negative_click_preference)
+    # Also drawn only when asked for, after the draws above.
+    correction_slice, correction_prefers_negative = None, False
+    if not use_mask and sampling.tracked_correction_probability > 0 and len(slices) > 1 \
+            and rng.random() < sampling.tracked_correction_probability:
+        correction_slice = int(rng.integers(1, len(slices)))
+        correction_prefers_negative = bool(rng.random() < sampling.negative_click_preference)
     return {"images": images, "masks": masks, "slices": slices, "direction": int(direction),
             "mask_prompt": bool(use_mask), "click_xy": np.array([click_jk[1], click_jk[0]], np.float64),
-            "corrective_click": bool(corrective), "prefer_negative": prefer_negative}
+            "corrective_click": bool(corrective), "prefer_negative": prefer_negative,
+            "correction_slice": correction_slice, "correction_prefers_negative": correction_prefers_negative}
 
 
 def _robust_clip(images: np.ndarray, masks: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 #: Mask logits given for a previous binary mask (as SAM2 turns a mask input into logits).
-_MASK_LOGIT_SCALE, _MASK_LOGIT_BIAS = 20.0, -10.0
+MASK_LOGIT_SCALE, MASK_LOGIT_BIAS = 20.0, -10.0
 #: The mask logit SAM2 writes where it finds no object (its ``NO_OBJ_SCORE``).
 _NO_OBJECT_LOGIT = -1024.0
 
@@ -262,7 +262,7 @@ class SliceTracker:
                 prev_logits = previous_logits.to(device)
             elif previous_mask is not None and np.any(previous_mask):
                 mask = torch.from_numpy(np.asarray(previous_mask, dtype=np.float32)).to(device)[None, None]
-                prev_logits = mask * _MASK_LOGIT_SCALE + _MASK_LOGIT_BIAS
+                prev_logits = mask * MASK_LOGIT_SCALE + MASK_LOGIT_BIAS
             if prev_logits is not None:
                 prev_logits = torch.clamp(prev_logits, -32.0, 32.0)  # as the sam2 predictor does
         below = [t for t in others if t < slice_index]

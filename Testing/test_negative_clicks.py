@@ -1,5 +1,6 @@
 """Negative clicks that work (issue 15): with the shipped demo adapter, a negative click placed
-inside a leak, where the iterative protocol puts it, removes the leak and keeps the lesion."""
+inside a leak, where the iterative protocol puts it, removes the leak and keeps the lesion. With
+the SAM2-3dMed demo the same is still an expected failure on a slice its propagation swept."""
 
 from __future__ import annotations
 
@@ -45,4 +46,36 @@ def test_a_negative_click_inside_the_adapters_leak_removes_it_and_keeps_the_lesi
     session.add_points(negatives=[to_ras(click.kji)])
     corrected = session.result > 0
     assert (corrected & leak).sum() < 0.5 * leak.sum()  # the leak is (mostly) gone
+    assert (corrected & lesion).sum() >= 0.9 * (first & lesion).sum()  # the lesion stays
+
+
+#: A randomised phantom whose lesion the demo SAM2-3dMed's centre click sweeps past: the
+#: propagated mask runs on through the organ beyond the lesion's end.
+SWEEPING_CASE, SWEEPING_LESION = (2031, 5), 1
+
+
+@pytest.mark.xfail(strict=True, reason="the SAM2-3dMed demo ignores a negative click on a propagated slice: "
+                   "the sweep stays (8093 of 8108 voxels); its training stages with corrections on tracked slices "
+                   "did not learn it in the time this CPU gave them (issue 15)")
+def test_a_negative_click_on_a_swept_slice_removes_the_sweep_and_keeps_the_lesion():
+    from volsam.methods import WeightsChoice, get_method
+
+    image, labels, _ = make_phantom(SWEEPING_CASE, PhantomConfig(variation=VARIATION_FULL))
+    numbered, lesions = lesions_of(labels.array == TUMOR_LABEL, image.spacing)
+    info = next(les for les in lesions if les.number == SWEEPING_LESION)
+    lesion = numbered == info.number
+    method = get_method("sam2-3dmed")
+    session = method.open_session(method.load_model(WeightsChoice(weights="demo"), torch.device("cpu")))
+    session.open_volume(image)
+    session.add_point(np.array(info.center_kji[::-1], float), space="ijk")
+    session.run()
+    first = session.result.copy() > 0
+    sweep = largest_region(first & ~lesion)
+    assert sweep is not None and sweep.sum() > lesion.sum()  # the case still sweeps
+    click = next_iterative_click(first, lesion, image.spacing)
+    assert not click.positive and sweep[click.kji] and not lesion[click.kji[0]].any()  # on a slice past the lesion
+    session.add_point(np.array(click.kji[::-1], float), positive=False, space="ijk")
+    session.run()
+    corrected = session.result > 0
+    assert (corrected & sweep).sum() < 0.5 * sweep.sum()  # the sweep is (mostly) gone
     assert (corrected & lesion).sum() >= 0.9 * (first & lesion).sum()  # the lesion stays

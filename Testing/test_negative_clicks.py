@@ -12,10 +12,10 @@ torch = pytest.importorskip("torch")
 from volsam.clicks import largest_region, lesions_of, next_iterative_click
 from volsam.phantoms import TUMOR_LABEL, VARIATION_FULL, PhantomConfig, make_phantom
 
-#: A randomised phantom whose 15 mm lesion the demo adapter's centre click over-segments (its
-#: mask leaks into the tissue beside it by about a third of its size). The demo model before
-#: the click maps left the mask byte-identical after the negative click.
-LEAKING_CASE, LEAKING_LESION = (47, 3), 1
+#: A randomised phantom (of the held-out seed) whose 8 mm lesion the demo adapter's centre click
+#: over-segments: its mask leaks into the tissue beside it by three times the lesion's size. The
+#: demo model before the click maps left the mask byte-identical after the negative click.
+LEAKING_CASE, LEAKING_LESION = (2031, 7), 2
 
 
 @pytest.fixture(scope="module")

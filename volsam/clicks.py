@@ -203,18 +203,32 @@ class Lesion:
     diameter_mm: float  # volume-equivalent sphere diameter (6 V / pi)^(1/3)
 
 
+#: Lesion size groups (volume-equivalent diameter): (label, lower bound mm, upper bound mm); the
+#: evaluation's by-size breakdown and size-balanced training sampling share them.
+SIZE_GROUPS = (("< 10 mm", 0.0, 10.0), ("10-20 mm", 10.0, 20.0), ("20-30 mm", 20.0, 30.0),
+               (">= 30 mm", 30.0, float("inf")))
+
+
+def size_group(diameter_mm: float) -> str:
+    return next(name for name, low, high in SIZE_GROUPS if low <= diameter_mm < high)
+
+
+def equivalent_diameter_mm(voxels: int, spacing_ijk) -> float:
+    """The diameter of the sphere with the volume of ``voxels`` voxels: (6 V / pi)^(1/3)."""
+    return float((6.0 * voxels * float(np.prod(np.asarray(spacing_ijk, float))) / np.pi) ** (1.0 / 3.0))
+
+
 def lesions_of(mask: np.ndarray, spacing_ijk) -> tuple[np.ndarray, list[Lesion]]:
     """Every connected lesion of a binary mask: (labelled array, lesions with their centres and
     equivalent diameters). Lesion ``n`` is ``labels == n``."""
     labels, _ = connected_regions(mask)
-    voxel_mm3 = float(np.prod(np.asarray(spacing_ijk, float)))
     lesions = []
     for number, box in enumerate(ndimage.find_objects(labels), start=1):
         local = labels[box] == number
         center_local = region_center(local, spacing_ijk)
         voxels = int(local.sum())
         lesions.append(Lesion(number, tuple(int(s.start + c) for s, c in zip(box, center_local)), voxels,
-                              float((6.0 * voxels * voxel_mm3 / np.pi) ** (1.0 / 3.0))))
+                              equivalent_diameter_mm(voxels, spacing_ijk)))
     return labels, lesions
 
 

@@ -16,10 +16,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..clicks import SIZE_GROUPS
 from .predictors import PredictorOptions, load_predictor
 from .protocols import (
     PROTOCOLS,
-    SIZE_GROUPS,
     ScoredPrediction,
     evaluate_case,
     parse_click_counts,

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .protocols import SIZE_GROUPS, ScoredPrediction
+from ..clicks import SIZE_GROUPS
+from .protocols import ScoredPrediction
 
 KIND_AXES = ("rim", "density", "contrast")
 OVERSIZED_RATIO = 2.0

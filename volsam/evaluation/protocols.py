@@ -25,21 +25,15 @@ import numpy as np
 
 from ..clicks import (
     SimulatedClick,
+    equivalent_diameter_mm,
     lesions_of,
     next_iterative_click,
     random_foreground_points,
+    size_group,
 )
 from ..metrics import compute_metrics
 
 PROTOCOLS = ("random", "iterative", "center")
-
-#: Lesion size groups of the by-size breakdown: (label, lower bound mm, upper bound mm).
-SIZE_GROUPS = (("< 10 mm", 0.0, 10.0), ("10-20 mm", 10.0, 20.0), ("20-30 mm", 20.0, 30.0),
-               (">= 30 mm", 30.0, float("inf")))
-
-
-def size_group(diameter_mm: float) -> str:
-    return next(name for name, low, high in SIZE_GROUPS if low <= diameter_mm < high)
 
 
 @dataclass(frozen=True)
@@ -83,7 +77,7 @@ def parse_click_counts(text: str) -> tuple[int, ...]:
 
 
 def _diameter(mask: np.ndarray, spacing_ijk) -> float:
-    return float((6.0 * np.count_nonzero(mask) * np.prod(spacing_ijk) / np.pi) ** (1.0 / 3.0))
+    return equivalent_diameter_mm(np.count_nonzero(mask), spacing_ijk)
 
 
 def evaluate_case(predictor, case_id: str, volume, truth: np.ndarray, protocol: str,

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .protocols import SIZE_GROUPS, ScoredPrediction
+from ..clicks import SIZE_GROUPS
+from .protocols import ScoredPrediction
 
 CSV_COLUMNS = ("case", "lesion", "diameter_mm", "size_group", "clicks", "dice", "iou", "nsd", "hd95",
                "click_k", "click_j", "click_i", "click_positive", "seconds", "volume_ratio")

@@ -182,23 +182,14 @@ def _with_corrective_click(sam2, feats, pos, feat_sizes, point_inputs: dict, tar
     """The prompted slice's clicks plus the iterative protocol's next click on the model's first
     answer (label 0 in a false positive; there whenever it has one with ``prefer_negative``),
     as SAM2's own training samples correction points."""
-    from ..clicks import training_corrective_click
-
     with torch.no_grad():
         _, outputs, _, _ = sam2._track_step(0, True, feats, pos, feat_sizes, point_inputs, None,
                                             {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}, depth,
                                             False, None)
-    # As a one-slice volume: the click helpers label regions in 3D.
-    first = (outputs[4][0] > 0).cpu().numpy()
-    click = training_corrective_click(first, (target[None] > 0.5).cpu().numpy(), prefer_negative)
+    click = _corrective_point(outputs[4], target, prefer_negative)
     if click is None:
         return point_inputs
-    _, row, col = click.kji
-    device = point_inputs["point_coords"].device
-    point = torch.tensor([[[float(col), float(row)]]], device=device)
-    label = torch.tensor([[int(click.positive)]], dtype=torch.int32, device=device)
-    return {"point_coords": torch.cat([point_inputs["point_coords"], point], dim=1),
-            "point_labels": torch.cat([point_inputs["point_labels"], label], dim=1)}
+    return {key: torch.cat([point_inputs[key], click[key]], dim=1) for key in ("point_coords", "point_labels")}
 
 
 def _tracked_correction(sam2, t: int, feats, pos, feat_sizes, output_dict: dict, target: torch.Tensor, depth: int,
@@ -206,22 +197,32 @@ def _tracked_correction(sam2, t: int, feats, pos, feat_sizes, output_dict: dict,
     """The iterative protocol's click on the model's answer on tracked slice ``t`` (read with the
     memory of the slices before it), and that answer as mask logits, as the session feeds a
     propagated slice's mask with a click on it; (None, None) when the answer needs none."""
-    from ..clicks import training_corrective_click
     from ..models.sam2_3dmed.tracker import MASK_LOGIT_BIAS, MASK_LOGIT_SCALE
 
     with torch.no_grad():
         _, outputs, _, _ = sam2._track_step(t, False, feats, pos, feat_sizes, None, None, output_dict, depth,
                                             False, None)
-    answer = (outputs[4][0] > 0).cpu().numpy()
-    click = training_corrective_click(answer, (target[None] > 0.5).cpu().numpy(), prefer_negative)
+    click = _corrective_point(outputs[4], target, prefer_negative)
     if click is None:
         return None, None
+    previous = (outputs[3] > 0).float() * MASK_LOGIT_SCALE + MASK_LOGIT_BIAS
+    return click, previous
+
+
+def _corrective_point(high_res_logits: torch.Tensor, target: torch.Tensor, prefer_negative: bool) -> dict | None:
+    """The iterative protocol's next click on an answer (high-resolution logits (1, 1, S, S))
+    against ``target`` (S, S), as one SAM2 point prompt; None when the answer needs none."""
+    from ..clicks import training_corrective_click
+
+    # As a one-slice volume: the click helpers label regions in 3D.
+    answer = (high_res_logits[0] > 0).cpu().numpy()
+    click = training_corrective_click(answer, (target[None] > 0.5).cpu().numpy(), prefer_negative)
+    if click is None:
+        return None
     _, row, col = click.kji
     device = target.device
-    points = {"point_coords": torch.tensor([[[float(col), float(row)]]], device=device),
-              "point_labels": torch.tensor([[int(click.positive)]], dtype=torch.int32, device=device)}
-    previous = (outputs[3] > 0).float() * MASK_LOGIT_SCALE + MASK_LOGIT_BIAS
-    return points, previous.detach()
+    return {"point_coords": torch.tensor([[[float(col), float(row)]]], device=device),
+            "point_labels": torch.tensor([[int(click.positive)]], dtype=torch.int32, device=device)}
 
 
 class Sam2Task(TrainingTask):

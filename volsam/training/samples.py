@@ -30,21 +30,21 @@ from scipy import ndimage
 
 from ..clicks import (
     NEGATIVE_CLICK_PREFERENCE,
+    SIZE_GROUPS,
     adapter_training_clicks,
     adapter_validation_clicks,
     component_at,
     connected_regions,
+    equivalent_diameter_mm,
     lesion_training_clicks,
     region_center,
+    size_group,
 )
 from .cache import CachedCase
 from .preprocessing import AUGMENTATIONS
 
 CLICK_PROTOCOLS = ("3dsam", "lesion", "iterative")
 CLIP_AUGMENTATIONS = ("none", "robust")
-#: Upper bounds (mm) of the size bins that size-balanced sampling draws uniformly: < 10, 10-20,
-#: 20-30 and >= 30 mm of volume-equivalent diameter, the bins the evaluation reports.
-SIZE_BIN_BOUNDS_MM = (10.0, 20.0, 30.0)
 #: 20 HU in the units of SAM2-3dMed's [0, 1] slices under the soft-tissue window (400 HU wide);
 #: the scale of the clips' noise and brightness shift (percentile-normalised MR gets the same).
 CLIP_HU20 = 20.0 / 400.0
@@ -247,7 +247,8 @@ def _lesion(case: CachedCase, rng: np.random.Generator, lesion_index: int | None
 
 
 class SizeBalancedLesions:
-    """Every lesion of the training cases, by size bin (:data:`SIZE_BIN_BOUNDS_MM`), for
+    """Every lesion of the training cases, by size group (:data:`volsam.clicks.SIZE_GROUPS`, the
+    evaluation's), for
     size-balanced sampling: :meth:`draw` picks a bin uniformly among those with lesions, then
     one of its lesions uniformly. Data hold far more lesions of some sizes than of others (the
     randomised phantoms: 17 % under 10 mm, 59 % 10-20 mm, 23 % 20-30 mm, 1 % from 30 mm), so
@@ -257,13 +258,12 @@ class SizeBalancedLesions:
     ``cases``: indexable cached cases; ``indices``: which of them to use."""
 
     def __init__(self, cases, indices):
-        self.bins: list[list[tuple[int, int]]] = [[] for _ in range(len(SIZE_BIN_BOUNDS_MM) + 1)]
+        groups = {name: [] for name, _, _ in SIZE_GROUPS}
         for index in indices:
             case = cases[index]
-            voxel_mm3 = float(np.prod(case.spacing_ijk))
             for number, lesion in enumerate(case.lesions):
-                diameter = (6.0 * lesion.size * voxel_mm3 / math.pi) ** (1.0 / 3.0)
-                self.bins[int(np.searchsorted(SIZE_BIN_BOUNDS_MM, diameter, side="right"))].append((index, number))
+                groups[size_group(equivalent_diameter_mm(lesion.size, case.spacing_ijk))].append((index, number))
+        self.bins: list[list[tuple[int, int]]] = list(groups.values())
         self._filled = [b for b in self.bins if b]
         if not self._filled:
             raise ValueError("size-balanced sampling needs training cases with lesions; none has one")

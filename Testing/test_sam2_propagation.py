@@ -199,6 +199,25 @@ def _ring(track_step, image_size):
     return _scripted_masks(track_step, image_size, paint)
 
 
+def test_a_click_on_a_parts_outline_picks_that_part():
+    from volsam.models.sam2_3dmed.tracker import _parts_at_clicks
+
+    parts = np.zeros((20, 20), dtype=np.int32)
+    parts[2:8, 2:8] = 1
+    parts[4:6, 4:6] = 0  # part 1 is a ring around a dark core
+    parts[12:18, 12:18] = 2
+
+    def at(*clicks, tolerance=2.0):
+        rows, cols = np.array(clicks).T
+        return _parts_at_clicks(parts, rows, cols, tolerance)
+
+    assert at((4, 4)) == [1]  # in the core: enclosed by the ring
+    assert at((10, 14)) == [2]  # two pixels above the square: within one decoder cell
+    assert at((10, 14), tolerance=1.0) == []
+    assert at((10, 10), tolerance=1.0) == []  # between the parts: neither
+    assert at((4, 4), (15, 15)) == [1, 2]
+
+
 def test_a_click_keeps_the_part_around_it_and_nothing_when_it_hit_none(present_model, monkeypatch):
     sam2 = present_model.sam2
     monkeypatch.setattr(sam2, "track_step", _ring(sam2.track_step, present_model.image_size))

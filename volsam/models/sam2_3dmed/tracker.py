@@ -287,11 +287,14 @@ class SliceTracker:
                 rows_at = np.clip(np.round(clicked[:, 1]).astype(int), 0, rows - 1)
                 cols_at = np.clip(np.round(clicked[:, 0]).astype(int), 0, cols - 1)
 
+                # The decoder's masks are a quarter of the model's input: a click within one
+                # of their cells of a part is on that part's outline.
+                cell = max(rows, cols) / (size / 4)
+
                 def clicked_parts(parts):
                     if not len(clicked):  # negative clicks or a box alone: every part
                         return np.arange(1, parts.max() + 1)
-                    return [label for label in range(1, parts.max() + 1)
-                            if _filled(parts == label)[rows_at, cols_at].any()]
+                    return _parts_at_clicks(parts, rows_at, cols_at, cell)
 
                 mask, high_res = self._keep_parts(mask, high_res, clicked_parts)
             features, position = sam2._encode_new_memory(
@@ -464,6 +467,23 @@ class SliceTracker:
         if tuple(low_res.shape[-2:]) != (rows, cols):
             low_res = F.interpolate(low_res, size=(rows, cols), mode="bilinear", align_corners=False)
         return (low_res[0, 0] > 0).cpu().numpy()
+
+
+def _parts_at_clicks(parts: np.ndarray, rows_at: np.ndarray, cols_at: np.ndarray, tolerance: float) -> list[int]:
+    """Labels of the connected ``parts`` whose outline encloses a click; for a click that no
+    part encloses, the part nearest to it when that is within ``tolerance`` pixels."""
+    from scipy import ndimage
+
+    enclosing = np.zeros((parts.max() + 1, len(rows_at)), dtype=bool)
+    for label in range(1, parts.max() + 1):
+        enclosing[label] = _filled(parts == label)[rows_at, cols_at]
+    chosen = set(np.flatnonzero(enclosing.any(axis=1)).tolist())
+    distance, (nearest_rows, nearest_cols) = ndimage.distance_transform_edt(parts == 0, return_indices=True)
+    for click in np.flatnonzero(~enclosing.any(axis=0)):
+        row, col = rows_at[click], cols_at[click]
+        if distance[row, col] <= tolerance:
+            chosen.add(int(parts[nearest_rows[row, col], nearest_cols[row, col]]))
+    return sorted(chosen)
 
 
 def _filled(part: np.ndarray) -> np.ndarray:

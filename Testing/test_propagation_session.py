@@ -312,3 +312,43 @@ def test_registry_loads_a_checkpoint_and_runs_the_protocol(tiny_model, tmp_path)
     session.close()
     with pytest.raises(ValueError, match="no volume is open"):
         session.add_point(positives[0])
+
+
+def test_negative_clicks_alone_only_remove_voxels(present_model, monkeypatch):
+    """A model that answers the negative click with more tissue (as the demo model did on a
+    leak) cannot make the mask grow: the clicked slice and its propagation only lose voxels."""
+    import torch
+
+    sam2 = present_model.sam2
+    track_step = sam2.track_step
+    answer = {"rows": slice(None, None), "cols": slice(None, None)}
+
+    def scripted(*args, **kwargs):
+        out = track_step(*args, **kwargs)
+        low = torch.full_like(out["pred_masks"], -10.0)
+        low[..., answer["rows"], answer["cols"]] = 10.0
+        out["pred_masks"] = low
+        return out
+
+    monkeypatch.setattr(sam2, "track_step", scripted)
+    session, volume, buffer = open_session(present_model, early_stop_after=0)
+    rows, cols = volume.shape_kji[1:]
+    answer.update(rows=slice(0, 8), cols=slice(0, 8))  # the first answers: a corner
+    session.add_point(ijk(3, 3, 4), space="ijk")
+    session.run()
+    before = buffer.copy()
+    assert before.any() and not before[:, rows // 2:, :].any()
+
+    answer.update(rows=slice(None, None), cols=slice(4, None))  # now: most of every slice
+    session.add_point(ijk(1, 1, 7), positive=False, space="ijk")
+    assert not (buffer & ~before).any()  # the clicked slice lost the part the click was on
+    assert not buffer[7, :8, :4].any() and before[7, :8, :4].any()
+    session.run()
+    assert not (buffer & ~before).any()
+    assert buffer[8:].any() and not np.array_equal(buffer, before)  # slices beyond lost voxels too
+
+    # With a positive click on that slice the answer is written as the model gives it.
+    session.add_point(ijk(20, 16, 7), positive=True, space="ijk")
+    assert buffer[7, rows // 2:, 8:].all()
+    session.undo(); session.undo(); session.undo()
+    assert np.array_equal(buffer, before)

@@ -21,6 +21,7 @@ by slice as they come, through :class:`~volsam.sessions.history.MaskHistory`; ev
 propagation and reset is one undo step of it, which restores the prompts with the mask.
 :meth:`PropagationSession.cancel` (from the progress callback or another thread) stops after
 the current slice; the slices done so far stay, and the outcome says so.
+A slice prompted with negative clicks alone, and the propagation from it, only remove voxels.
 """
 
 from __future__ import annotations
@@ -81,6 +82,13 @@ class _ConfirmedSlice:
     prompt: SlicePrompt
     memory: SliceMemory
     mask_logits: torch.Tensor | None
+
+
+def _only_removes(prompt: SlicePrompt) -> bool:
+    """A prompt of negative clicks alone says what is not the object, never what is: the
+    slice it is on, and the propagation from there, only lose voxels. (Without this, the
+    demo model's answer to a negative click on a leak could sweep further than the leak.)"""
+    return prompt.mask is None and prompt.box_xyxy is None and len(prompt.labels) > 0 and not np.any(prompt.labels == 1)
 
 
 @dataclass(frozen=True)
@@ -243,6 +251,8 @@ class PropagationSession(Session):
         # A mask the user drew is written as drawn; SAM2 would return it through its
         # low-resolution logits, which round off thin parts and corners.
         written = prompt.mask if prompt.mask is not None else result.mask
+        if _only_removes(prompt):
+            written = written & (plane.take(history.buffer, slice_index) > 0)
         history.begin("prompt", before)
         history.commit(plane.as_slab(written.astype(np.uint8)), plane.slab_box(slice_index, slice_index + 1))
         self._prompts = _Interactions(confirmed, before.pending | {slice_index})
@@ -285,8 +295,12 @@ class PropagationSession(Session):
             for start, direction, stop in runs:
                 last = start
                 start_mask = plane.take(history.buffer, start) > 0
+                removing = _only_removes(before.confirmed[start].prompt)
                 for result in self.tracker.propagate(state, start, direction, stop, start_mask=start_mask):
-                    changed = self._write(history, plane, result.slice_index, result.mask)
+                    mask = result.mask
+                    if removing:
+                        mask = mask & (plane.take(history.buffer, result.slice_index) > 0)
+                    changed = self._write(history, plane, result.slice_index, mask)
                     done += 1
                     last = result.slice_index
                     yield PropagationProgress(done, total, result.slice_index, changed)

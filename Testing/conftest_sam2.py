@@ -89,3 +89,20 @@ def make_blob_volume(shape_kji=(10, 24, 28), direction=None, seed: int = 0) -> V
 @pytest.fixture
 def blob_volume() -> Volume:
     return make_blob_volume()
+
+
+def scripted_masks(track_step, image_size, paint):
+    """track_step with its masks replaced by ``paint(logits)`` drawn on a "no object" background."""
+    import torch
+    import torch.nn.functional as F
+
+    def scripted(*args, **kwargs):
+        out = track_step(*args, **kwargs)
+        low = torch.full_like(out["pred_masks"], -10.0)
+        paint(low, *low.shape[-2:])
+        out["pred_masks"] = low
+        out["pred_masks_high_res"] = F.interpolate(low, size=(image_size, image_size), mode="bilinear",
+                                                   align_corners=False)
+        return out
+
+    return scripted

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest_sam2 import *
-from conftest_sam2 import make_blob_volume
+from conftest_sam2 import make_blob_volume, scripted_masks
 
 pytest.importorskip("torch")
 
@@ -317,20 +317,13 @@ def test_registry_loads_a_checkpoint_and_runs_the_protocol(tiny_model, tmp_path)
 def test_negative_clicks_alone_only_remove_voxels(present_model, monkeypatch):
     """A model that answers the negative click with more tissue (as the demo model did on a
     leak) cannot make the mask grow: the clicked slice and its propagation only lose voxels."""
-    import torch
-
     sam2 = present_model.sam2
-    track_step = sam2.track_step
     answer = {"rows": slice(None, None), "cols": slice(None, None)}
 
-    def scripted(*args, **kwargs):
-        out = track_step(*args, **kwargs)
-        low = torch.full_like(out["pred_masks"], -10.0)
+    def paint(low, rows, cols):
         low[..., answer["rows"], answer["cols"]] = 10.0
-        out["pred_masks"] = low
-        return out
 
-    monkeypatch.setattr(sam2, "track_step", scripted)
+    monkeypatch.setattr(sam2, "track_step", scripted_masks(sam2.track_step, present_model.image_size, paint))
     session, volume, buffer = open_session(present_model, early_stop_after=0)
     rows, cols = volume.shape_kji[1:]
     answer.update(rows=slice(0, 8), cols=slice(0, 8))  # the first answers: a corner

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest_sam2 import *
-from conftest_sam2 import make_blob_volume
+from conftest_sam2 import make_blob_volume, scripted_masks
 
 torch = pytest.importorskip("torch")
 
@@ -118,23 +118,6 @@ def test_engine_input_checks(tiny_model):
         tracker.init_state(single.array, SlicePlane(single.shape_kji, 2), (0.0, 1.0))
 
 
-def _scripted_masks(track_step, image_size, paint):
-    """track_step with its masks replaced by ``paint(logits)`` drawn on a "no object" background."""
-    import torch
-    import torch.nn.functional as F
-
-    def scripted(*args, **kwargs):
-        out = track_step(*args, **kwargs)
-        low = torch.full_like(out["pred_masks"], -10.0)
-        paint(low, *low.shape[-2:])
-        out["pred_masks"] = low
-        out["pred_masks_high_res"] = F.interpolate(low, size=(image_size, image_size), mode="bilinear",
-                                                   align_corners=False)
-        return out
-
-    return scripted
-
-
 def _two_objects(track_step, image_size):
     """One object at the top left, another at the bottom right."""
 
@@ -142,7 +125,7 @@ def _two_objects(track_step, image_size):
         low[..., : rows // 3, : cols // 3] = 10.0
         low[..., -rows // 4:, -cols // 4:] = 10.0
 
-    return _scripted_masks(track_step, image_size, paint)
+    return scripted_masks(track_step, image_size, paint)
 
 
 def test_each_slice_keeps_only_the_chosen_object(present_model, monkeypatch):
@@ -196,7 +179,7 @@ def _ring(track_step, image_size):
         low[..., rows // 8: 3 * rows // 8, cols // 8: 3 * cols // 8] = -10.0  # the core
         low[..., -rows // 4:, -cols // 4:] = 10.0
 
-    return _scripted_masks(track_step, image_size, paint)
+    return scripted_masks(track_step, image_size, paint)
 
 
 def test_a_click_on_a_parts_outline_picks_that_part():

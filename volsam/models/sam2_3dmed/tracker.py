@@ -478,8 +478,11 @@ def _parts_at_clicks(parts: np.ndarray, rows_at: np.ndarray, cols_at: np.ndarray
     for label in range(1, parts.max() + 1):
         enclosing[label] = _filled(parts == label)[rows_at, cols_at]
     chosen = set(np.flatnonzero(enclosing.any(axis=1)).tolist())
+    outside = np.flatnonzero(~enclosing.any(axis=0))
+    if not len(outside):
+        return sorted(chosen)
     distance, (nearest_rows, nearest_cols) = ndimage.distance_transform_edt(parts == 0, return_indices=True)
-    for click in np.flatnonzero(~enclosing.any(axis=0)):
+    for click in outside:
         row, col = rows_at[click], cols_at[click]
         if distance[row, col] <= tolerance:
             chosen.add(int(parts[nearest_rows[row, col], nearest_cols[row, col]]))

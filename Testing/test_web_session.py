@@ -256,7 +256,27 @@ def test_a_click_on_the_surface_in_the_3d_view_places_a_point_on_it(running, pag
     np.testing.assert_array_equal(_mask(running), first_click["mask"])
 
 
-def test_sam2_propagation_shows_progress_and_cancel_keeps_the_slices_done(running, page, phantom, first_click):
+def _hold_jobs_after(monkeypatch, slices: int) -> None:
+    """Hold a long job once it has done ``slices`` units, until its Cancel is pressed.
+
+    A user presses Cancel while slices remain; on a fast machine the demo propagates all 63
+    before the browser's click arrives, so the test makes the remaining slices wait for it
+    (up to five minutes) instead of racing them.
+    """
+    from volsam.mrml.worker import JobProgress
+
+    update = JobProgress.update
+
+    def held_update(self, done, total, message=None):
+        update(self, done, total, message)
+        if slices <= done < total:
+            self.cancel.wait(300)
+
+    monkeypatch.setattr(JobProgress, "update", held_update)
+
+
+def test_sam2_propagation_shows_progress_and_cancel_keeps_the_slices_done(running, page, phantom, first_click,
+                                                                          monkeypatch):
     from volsam.web.testing import click_at_ras, wait_idle
 
     page.locator("[data-test=method]").click()
@@ -279,6 +299,7 @@ def test_sam2_propagation_shows_progress_and_cancel_keeps_the_slices_done(runnin
     assert prompted[k].any() and prompted.sum() == prompted[k].sum()  # only the clicked slice so far
     assert "Confirmed slices: " in page.locator("[data-test=confirmed-slices]").inner_text()
 
+    _hold_jobs_after(monkeypatch, slices=2)
     page.locator("[data-test=propagate]").click()
     page.locator("[data-test=progress]").wait_for(timeout=120_000)
     running.wait_until(lambda app: app.state.progress_done >= 2, 300, "two propagated slices")

@@ -149,6 +149,8 @@ def test_option_checks():
         checked(TrainingConfig(**base, config="vit_l"))
     with pytest.raises(ValueError, match="--augmentation zoom3d applies to sam3d-adapter; sam2-3dmed takes robust"):
         checked(TrainingConfig(**{**base, "model": "sam2-3dmed", "config": "tiny-test"}, augmentation="zoom3d"))
+    with pytest.raises(ValueError, match="--reverse-contrast must be a share in \\[0, 1\\], got 1.5"):
+        checked(TrainingConfig(**base, config="tiny", reverse_contrast=1.5))
 
 
 def test_training_forward_equals_the_model_and_samples_fit(phantoms, tmp_path):
@@ -339,6 +341,62 @@ def test_robust_clips_vary_geometry_and_look_and_keep_the_object_under_the_click
     # The zoom changes the object's size on its slice; the noise and contrast draws its texture.
     assert np.std(np.array(object_sizes["robust"]) / np.array(object_sizes["none"])) > 0.1
     assert not np.allclose(noise["robust"], noise["none"])
+
+
+def test_reversed_lesion_contrast_mirrors_each_lesion_about_the_tissue_around_it():
+    from volsam.training.samples import reverse_lesion_contrast
+
+    rng = np.random.default_rng(0)
+    image = 100.0 + rng.normal(0.0, 5.0, (24, 40, 40)).astype(np.float32)
+    lesions = np.zeros(image.shape, bool)
+    lesions[8:16, 6:14, 6:14] = True  # hypodense by 30
+    lesions[10:13, 26:29, 26:29] = True  # hyperdense by 40, all edge
+    hypo, hyper = lesions.copy(), lesions.copy()
+    hypo[:, :, 20:], hyper[:, :, :20] = False, False
+    image[hypo] -= 30.0
+    image[hyper] += 40.0
+    reversed_ = reverse_lesion_contrast(image, lesions)
+    assert reversed_[hypo].mean() - 100.0 == pytest.approx(30.0, abs=1.5)
+    assert reversed_[hyper].mean() - 100.0 == pytest.approx(-40.0, abs=1.5)
+    assert np.std(reversed_[hypo]) == pytest.approx(np.std(image[hypo]), rel=0.2)  # the texture stays
+    untouched = np.ones(image.shape, bool)
+    untouched[4:20, 2:18, 2:18] = untouched[6:17, 22:33, 22:33] = False
+    assert np.array_equal(reversed_[untouched], image[untouched])
+    assert np.array_equal(reverse_lesion_contrast(image, np.zeros(image.shape, bool)), image)
+
+
+def test_reversed_contrast_turns_the_phantoms_bright_lesions_dark_in_crops_and_clips(adapter_cases, phantoms,
+                                                                                     tmp_path):
+    from volsam.datasets import load_dataset
+    from volsam.training.cache import CachedCases, VolumeCache
+    from volsam.training.preprocessing import Sam2Preprocessing
+    from volsam.training.samples import AdapterSampling, ClipSampling, adapter_training_sample, sam2_clip_sample
+
+    with pytest.raises(ValueError, match="reverse contrast probability must lie in \\[0, 1\\]"):
+        ClipSampling(4, reverse_contrast_probability=-0.1)
+    with pytest.raises(ValueError, match="reverse contrast probability must lie in \\[0, 1\\]"):
+        AdapterSampling(32, reverse_contrast_probability=2.0)
+
+    def contrast(image, target):
+        near = np.zeros_like(target)
+        near[tuple(slice(max(0, a.min() - 4), a.max() + 5) for a in np.nonzero(target))] = True
+        return np.median(image[target]) - np.median(image[near & ~target])
+
+    for share, dark in ((0.0, False), (1.0, True)):
+        sampling = AdapterSampling(32, "none", "lesion", reverse_contrast_probability=share)
+        sample = adapter_training_sample(adapter_cases[0], sampling, np.random.default_rng(3))
+        assert (contrast(sample["image"], sample["target"] > 0) < 0) == dark  # the phantoms' lesions are bright
+    dataset = load_dataset(phantoms)
+    cache = VolumeCache(tmp_path / "cache", Sam2Preprocessing("soft_tissue"), 2)
+    cache.prepare(dataset.training, progress=False)
+    case = CachedCases(cache, dataset.training)[1]
+    for share, dark in ((0.0, False), (1.0, True)):
+        clip = sam2_clip_sample(case, ClipSampling(4, reverse_contrast_probability=share), np.random.default_rng(3))
+        assert (contrast(clip["images"], clip["masks"] > 0) < 0) == dark
+        assert 0.0 <= clip["images"].min() and clip["images"].max() <= 1.0
+    plain = sam2_clip_sample(case, ClipSampling(4), np.random.default_rng(5))
+    again = sam2_clip_sample(case, ClipSampling(4, reverse_contrast_probability=0.0), np.random.default_rng(5))
+    assert np.array_equal(plain["images"], again["images"])  # off: the draws runs always made
 
 
 def test_adapter_corrective_click_is_negative_in_a_false_positive_and_absent_when_right():

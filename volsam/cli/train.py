@@ -56,6 +56,9 @@ def add_parser(subparsers) -> None:
     data.add_argument("--augmentation", choices=("zoom3d", "inplane", "robust", "none"),
                       help="augmentation (sam3d-adapter default: the preset's, zoom3d for auto; sam2-3dmed: none "
                            "or robust); robust: zoom per axis plus random contrast, noise and blur")
+    data.add_argument("--reverse-contrast", type=float, default=0.0, metavar="SHARE",
+                      help="share of training samples (0 to 1, default 0) whose lesion's contrast against the "
+                           "tissue around it is reversed, so hypo- and hyperdense lesions are learnt alike")
     data.add_argument("--lesion-sampling", default="case", choices=("case", "size"),
                       help="which lesion a training sample is centred on: case (each training case once per "
                            "epoch, each of its lesions equally often; default) or size (a size bin, < 10, 10-20, "
@@ -113,7 +116,7 @@ def run(args) -> int:
         grad_checkpoint=args.grad_checkpoint, resume=args.resume, train_encoder=args.train_encoder,
         split_file=args.splits, fold=args.fold, spacing_mm=args.spacing, preset=args.preset,
         augmentation=args.augmentation, click_protocol=args.click_protocol, lesion_sampling=args.lesion_sampling,
-        clip_length=args.clip_length,
+        reverse_contrast=args.reverse_contrast, clip_length=args.clip_length,
         window=args.window, learning_rate=args.lr, seed=args.seed, workers=args.workers, device=args.device,
         cache_dir=args.cache_dir, max_validation_cases=args.max_validation_cases,
         export_official=args.export_official, progress=args.progress,

@@ -99,6 +99,7 @@ class TrainingConfig:
     augmentation: str | None = None  # zoom3d / inplane / robust / none; default from the preset
     click_protocol: str = "3dsam"
     lesion_sampling: str = "case"  # see LESION_SAMPLINGS
+    reverse_contrast: float = 0.0  # share of samples whose lesion contrast is reversed
     clip_length: int = 8
     window: str | None = None  # SAM2 intensity window; default from the modality
     learning_rate: float | None = None
@@ -134,6 +135,8 @@ class TrainingConfig:
         if self.lesion_sampling == "size" and self.model == "sam3d-adapter" and self.click_protocol == "3dsam":
             raise ValueError("--lesion-sampling size draws lesions; the 3dsam clicks draw crops around any "
                              "foreground voxel (use --clicks lesion or iterative)")
+        if not (math.isfinite(self.reverse_contrast) and 0 <= self.reverse_contrast <= 1):
+            raise ValueError(f"--reverse-contrast must be a share in [0, 1], got {self.reverse_contrast}")
         if self.workers < 0:
             raise ValueError(f"--workers must be >= 0, got {self.workers}")
         if not (math.isfinite(self.spacing_mm) and self.spacing_mm > 0):

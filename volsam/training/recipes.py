@@ -93,7 +93,8 @@ class AdapterRecipe(TrainingRecipe):
         model_config = config.adapter_model_config()
         augmentation = config.augmentation or PRESET_AUGMENTATION.get(config.preset, "zoom3d")
         sampling = AdapterSampling(model_config.crop_size, augmentation, config.click_protocol,
-                                   intensity_shift=20.0 / preprocessing.intensity.std)
+                                   intensity_shift=20.0 / preprocessing.intensity.std,
+                                   reverse_contrast_probability=config.reverse_contrast)
         return AdapterTask(config, train, validation, sampling, device)
 
 
@@ -148,7 +149,8 @@ class Sam2Recipe(TrainingRecipe):
         return Sam2Task(config, train, validation,
                         ClipSampling(config.clip_length, corrective_click_probability=corrective,
                                      tracked_correction_probability=corrective,
-                                     augmentation=config.augmentation or "none"), device)
+                                     augmentation=config.augmentation or "none",
+                                     reverse_contrast_probability=config.reverse_contrast), device)
 
 
 #: Registry name of a method -> its training recipe.

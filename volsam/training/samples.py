@@ -55,6 +55,10 @@ ROBUST_NOISE = (0.0, 1.0)
 ROBUST_BLUR_SIGMA = (0.3, 1.2)
 ROBUST_ZOOM = (0.75, 1.35)  # per axis: slice spacings and in-plane pixel sizes vary by scanner
 APPEARANCE_PROBABILITY = 0.4
+#: Reversed lesion contrast: the tissue around a lesion is read in a shell this many voxels
+#: out (past its partial-volume edge), and the lesion's edge is softened over this sigma.
+REVERSE_CONTRAST_SHELL = (2, 4)
+REVERSE_CONTRAST_EDGE_SIGMA = 0.7
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,8 @@ class AdapterSampling:
     or "iterative" (lesion crops; the task adds the iterative protocol's corrective click).
     ``augmentation`` "robust": zoom3d with a separate zoom per axis, plus random contrast,
     noise and blur, so the model meets scanner looks its data lacks.
+    ``reverse_contrast_probability``: the share of crops whose lesions' contrast against the
+    tissue around them is reversed (:func:`reverse_lesion_contrast`).
     """
 
     crop_size: int
@@ -76,6 +82,7 @@ class AdapterSampling:
     intensity_shift: float = 0.0
     foreground_probability: float = 2.0 / 3.0
     crop_margin_factor: float = 1.2
+    reverse_contrast_probability: float = 0.0
 
     def __post_init__(self):
         if self.augmentation not in AUGMENTATIONS:
@@ -84,6 +91,7 @@ class AdapterSampling:
             raise ValueError(f"click protocol must be one of {', '.join(CLICK_PROTOCOLS)}, got {self.click_protocol!r}")
         if self.crop_size < 8:
             raise ValueError(f"crop size must be at least 8 voxels, got {self.crop_size}")
+        _check_probability("reverse_contrast_probability", self.reverse_contrast_probability)
 
     @property
     def max_offset(self) -> int:
@@ -168,6 +176,9 @@ def adapter_training_sample(case: CachedCase, sampling: AdapterSampling, rng: np
     image = _resample_crop(case.image, center.astype(float), linear, sampling.crop_size, box_start, box_stop)
     label = _resample_crop(case.label, center.astype(float), linear, sampling.crop_size, box_start, box_stop) > 0.5
     image, label = _flips_and_turns([image, label], rng)
+    # Drawn only when asked for, so runs without it draw what they always did.
+    if sampling.reverse_contrast_probability > 0 and rng.random() < sampling.reverse_contrast_probability:
+        image = reverse_lesion_contrast(image, label)
     if sampling.augmentation == "robust":
         image = _robust_appearance(image, sampling.intensity_shift, rng)
     if sampling.intensity_shift > 0 and rng.random() < 0.5:
@@ -187,6 +198,34 @@ def _robust_appearance(image: np.ndarray, hu20: float, rng: np.random.Generator)
     if hu20 > 0 and rng.random() < APPEARANCE_PROBABILITY:
         image = image + rng.normal(0.0, rng.uniform(*ROBUST_NOISE) * hu20, image.shape).astype(np.float32)
     return image
+
+
+def reverse_lesion_contrast(image: np.ndarray, lesions: np.ndarray) -> np.ndarray:
+    """The image with each lesion's contrast reversed: a hypodense lesion made as much
+    hyperdense, and the other way round. Each connected lesion is shifted by twice its mean's
+    difference from the median of the tissue in a shell around it, so its texture, noise and
+    rim stay; the shift fades over a partial-volume edge just outside it. Users click hypo- and hyperdense
+    lesions alike, and phantoms (like scans) hold fewer hyperdense ones."""
+    image = np.asarray(image, np.float32)
+    numbered, count = ndimage.label(np.asarray(lesions, bool))
+    inner, outer = REVERSE_CONTRAST_SHELL
+    shifted = image.copy()
+    for number in range(1, count + 1):
+        lesion = numbered == number
+        shell = ndimage.binary_dilation(lesion, iterations=outer) & ~ndimage.binary_dilation(lesion, iterations=inner)
+        shell &= numbered == 0  # tissue, not a neighbouring lesion
+        if not shell.any():  # the lesion fills the crop
+            continue
+        shift = 2.0 * (float(np.median(image[shell])) - float(image[lesion].mean()))
+        # The whole lesion moves; the shift fades just outside it, as a partial-volume edge.
+        fade = ndimage.gaussian_filter(lesion.astype(np.float32), REVERSE_CONTRAST_EDGE_SIGMA)
+        shifted += np.float32(shift) * np.maximum(lesion, fade)
+    return shifted
+
+
+def _check_probability(name: str, value: float) -> None:
+    if not 0 <= value <= 1:
+        raise ValueError(f"{name.replace('_', ' ')} must lie in [0, 1], got {value}")
 
 
 def adapter_validation_sample(case: CachedCase, sampling: AdapterSampling,
@@ -292,7 +331,9 @@ class ClipSampling:
     propagated slice (negative in a sweep past the object's end). ``augmentation`` "robust": the clip's slices get
     one random in-plane draw (flips, a transpose, a zoom per axis: pixel sizes vary by scanner)
     and the adapter's random contrast, blur and noise, plus a brightness shift, so the model
-    meets scanner looks its phantoms lack; "none": the slices as they are (validation always)."""
+    meets scanner looks its phantoms lack; "none": the slices as they are (validation always).
+    ``reverse_contrast_probability``: the share of clips whose object's contrast against the
+    tissue around it is reversed (:func:`reverse_lesion_contrast`)."""
 
     clip_length: int = 8
     mask_prompt_probability: float = 0.5
@@ -300,6 +341,7 @@ class ClipSampling:
     tracked_correction_probability: float = 0.0
     negative_click_preference: float = NEGATIVE_CLICK_PREFERENCE
     augmentation: str = "none"
+    reverse_contrast_probability: float = 0.0
 
     def __post_init__(self):
         if self.clip_length < 2:
@@ -307,9 +349,9 @@ class ClipSampling:
         if self.augmentation not in CLIP_AUGMENTATIONS:
             raise ValueError(f"sam2-3dmed augmentation must be one of {', '.join(CLIP_AUGMENTATIONS)}, "
                              f"got {self.augmentation!r}")
-        for name in ("corrective_click_probability", "tracked_correction_probability", "negative_click_preference"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"{name.replace('_', ' ')} must lie in [0, 1], got {getattr(self, name)}")
+        for name in ("corrective_click_probability", "tracked_correction_probability", "negative_click_preference",
+                     "reverse_contrast_probability"):
+            _check_probability(name, getattr(self, name))
 
 
 def sam2_clip_sample(case: CachedCase, sampling: ClipSampling, rng: np.random.Generator,
@@ -356,6 +398,9 @@ def sam2_clip_sample(case: CachedCase, sampling: ClipSampling, rng: np.random.Ge
     slices = slices[(slices >= 0) & (slices < depth)]
     masks = np.stack([obj[s - low] for s in slices]).astype(np.uint8)
     images = np.stack([np.asarray(case.image[s], np.float32) for s in slices])
+    # Drawn only when asked for, so runs without it draw what they always did.
+    if sampling.reverse_contrast_probability > 0 and rng.random() < sampling.reverse_contrast_probability:
+        images = np.clip(reverse_lesion_contrast(images, masks), 0.0, 1.0)
     if sampling.augmentation == "robust":
         images, masks = _robust_clip(images, masks, rng)
     use_mask = (rng.random() < sampling.mask_prompt_probability) if mask_prompt is None else mask_prompt

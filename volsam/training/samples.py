@@ -204,22 +204,28 @@ def reverse_lesion_contrast(image: np.ndarray, lesions: np.ndarray) -> np.ndarra
     """The image with each lesion's contrast reversed: a hypodense lesion made as much
     hyperdense, and the other way round. Each connected lesion is shifted by twice its mean's
     difference from the median of the tissue in a shell around it, so its texture, noise and
-    rim stay; the shift fades over a partial-volume edge just outside it. Users click hypo- and hyperdense
-    lesions alike, and phantoms (like scans) hold fewer hyperdense ones."""
+    rim stay; the shift fades over a partial-volume edge just outside it. Users click hypo-
+    and hyperdense lesions alike, and phantoms (like scans) hold fewer hyperdense ones."""
     image = np.asarray(image, np.float32)
-    numbered, count = ndimage.label(np.asarray(lesions, bool))
+    numbered, _ = ndimage.label(np.asarray(lesions, bool))
     inner, outer = REVERSE_CONTRAST_SHELL
+    # Each lesion is worked on in its box, widened by as far as its shell and its fade reach
+    # (over a whole 128^3 crop, two lesions took 0.4 s: a data worker's time per sample).
+    reach = max(outer, int(4 * REVERSE_CONTRAST_EDGE_SIGMA + 0.5)) + 1
     shifted = image.copy()
-    for number in range(1, count + 1):
-        lesion = numbered == number
+    for number, box in enumerate(ndimage.find_objects(numbered), start=1):
+        window = tuple(slice(max(0, side.start - reach), side.stop + reach) for side in box)
+        around = numbered[window]
+        lesion = around == number
         shell = ndimage.binary_dilation(lesion, iterations=outer) & ~ndimage.binary_dilation(lesion, iterations=inner)
-        shell &= numbered == 0  # tissue, not a neighbouring lesion
+        shell &= around == 0  # tissue, not a neighbouring lesion
         if not shell.any():  # the lesion fills the crop
             continue
-        shift = 2.0 * (float(np.median(image[shell])) - float(image[lesion].mean()))
+        part = image[window]
+        shift = 2.0 * (float(np.median(part[shell])) - float(part[lesion].mean()))
         # The whole lesion moves; the shift fades just outside it, as a partial-volume edge.
         fade = ndimage.gaussian_filter(lesion.astype(np.float32), REVERSE_CONTRAST_EDGE_SIGMA)
-        shifted += np.float32(shift) * np.maximum(lesion, fade)
+        shifted[window] += np.float32(shift) * np.maximum(lesion, fade)
     return shifted
 
 

@@ -151,6 +151,10 @@ def test_option_checks():
         checked(TrainingConfig(**{**base, "model": "sam2-3dmed", "config": "tiny-test"}, augmentation="zoom3d"))
     with pytest.raises(ValueError, match="--reverse-contrast must be a share in \\[0, 1\\], got 1.5"):
         checked(TrainingConfig(**base, config="tiny", reverse_contrast=1.5))
+    with pytest.raises(ValueError, match="--object-copies must be a share in \\[0, 1\\], got -0.5"):
+        checked(TrainingConfig(**{**base, "model": "sam2-3dmed", "config": "tiny-test"}, object_copies=-0.5))
+    with pytest.raises(ValueError, match="--object-copies applies to sam2-3dmed clips"):
+        checked(TrainingConfig(**base, config="tiny", object_copies=0.5))
 
 
 def test_training_forward_equals_the_model_and_samples_fit(phantoms, tmp_path):
@@ -365,6 +369,66 @@ def test_reversed_lesion_contrast_mirrors_each_lesion_about_the_tissue_around_it
     assert np.array_equal(reverse_lesion_contrast(image, np.zeros(image.shape, bool)), image)
 
 
+def test_an_object_copy_lies_beside_the_object_on_tissue_on_exactly_the_slices_it_spans():
+    from scipy import ndimage
+
+    from volsam.training.samples import paste_object_copy
+
+    rng = np.random.default_rng(0)
+    images = (0.5 + rng.normal(0.0, 0.01, (3, 48, 48))).astype(np.float32)
+    rows, cols = np.mgrid[:48, :48]
+    masks = np.zeros(images.shape, bool)
+    masks[:2] = (rows - 14) ** 2 + (cols - 14) ** 2 <= 16  # the object ends before the last slice
+    lesions = masks.copy()
+    lesions[:, 30:40, 30:40] = True  # another lesion, which the copy must not cover
+    images[masks] -= 0.2
+    images[lesions & ~masks] += 0.2
+    pasted = paste_object_copy(images, masks, lesions, np.random.default_rng(1))
+    assert np.array_equal(pasted[2], images[2])  # no object, no copy
+    for s in range(2):
+        changed = pasted[s] != images[s]
+        assert not np.any(changed & lesions[s])  # the object and the other lesion stay as they were
+        assert ndimage.label(changed)[1] == 1
+        dark = pasted[s] < 0.4  # the copy's core: the object's pixels, moved
+        copy_rows, copy_cols = np.nonzero(dark & ~masks[s])
+        d_row, d_col = copy_rows.mean() - 14, copy_cols.mean() - 14
+        assert np.hypot(d_row, d_col) > 8  # beside the object, not on it
+        assert len(copy_rows) == masks[s].sum()
+        moved = np.roll(masks[s], (round(d_row), round(d_col)), axis=(0, 1))
+        assert np.allclose(pasted[s][moved], images[s][masks[s]])
+    # Nowhere to go: tissue only around the object (air beyond), or an object filling the slice.
+    in_air = images.copy()
+    in_air[:, :, 24:] = in_air[:, 24:] = 0.0
+    assert paste_object_copy(in_air, masks, masks, np.random.default_rng(1)) is None
+    assert paste_object_copy(images, np.ones(images.shape, bool), masks, np.random.default_rng(1)) is None
+
+
+def test_object_copies_go_into_clips_and_leave_their_targets_alone(phantoms, tmp_path):
+    from volsam.datasets import load_dataset
+    from volsam.training.cache import CachedCases, VolumeCache
+    from volsam.training.preprocessing import Sam2Preprocessing
+    from volsam.training.samples import ClipSampling, sam2_clip_sample
+
+    with pytest.raises(ValueError, match="object copy probability must lie in \\[0, 1\\]"):
+        ClipSampling(4, object_copy_probability=1.5)
+    dataset = load_dataset(phantoms)
+    cache = VolumeCache(tmp_path / "cache", Sam2Preprocessing("soft_tissue"), 2)
+    cache.prepare(dataset.training, progress=False)
+    cases = CachedCases(cache, dataset.training)
+    copied = 0
+    for n in range(len(cases)):
+        for seed in range(3):
+            plain = sam2_clip_sample(cases[n], ClipSampling(4), np.random.default_rng(seed))
+            off = sam2_clip_sample(cases[n], ClipSampling(4, object_copy_probability=0.0), np.random.default_rng(seed))
+            assert np.array_equal(plain["images"], off["images"])  # off: the draws runs always made
+            clip = sam2_clip_sample(cases[n], ClipSampling(4, object_copy_probability=1.0), np.random.default_rng(seed))
+            assert np.array_equal(clip["masks"], plain["masks"]) and np.array_equal(clip["slices"], plain["slices"])
+            changed = clip["images"] != plain["images"]
+            assert not np.any(changed & (clip["masks"] > 0))
+            copied += bool(changed.any())
+    assert copied >= len(cases)  # the phantoms' lesions leave room for a copy in most clips
+
+
 def test_reversed_contrast_turns_the_phantoms_bright_lesions_dark_in_crops_and_clips(adapter_cases, phantoms,
                                                                                      tmp_path):
     from volsam.datasets import load_dataset
@@ -494,3 +558,35 @@ def test_sam2_training_with_corrective_clicks_runs_and_adds_a_labelled_click(pha
     result = train(_config(phantoms, tmp_path / "run", model="sam2-3dmed", config="tiny-test", epochs=1, clip_length=3,
                            click_protocol="iterative", spacing_mm=1.0, augmentation="robust", lesion_sampling="size"))
     assert result.steps_done == len(CASES) and np.isfinite(result.history[-1]["train_loss"])
+
+
+def test_the_memory_scale_loss_pulls_overgrown_memories_back_into_the_attentions_range():
+    from volsam.models.sam2_3dmed.build import build_model
+    from volsam.training.config import sam2_configs
+    from volsam.training.losses import MEMORY_RMS_LIMIT, memory_scale_loss
+    from volsam.training.sam2_task import Sam2ClipForward
+
+    assert float(memory_scale_loss(torch.full((2, 8), MEMORY_RMS_LIMIT / 2))) == 0.0
+    assert float(memory_scale_loss(torch.full((2, 8), MEMORY_RMS_LIMIT * 10))) == pytest.approx(np.log(10) ** 2)
+
+    # A network whose memories grew as the demo model's did (RMS about 1000).
+    torch.manual_seed(0)
+    model = build_model(sam2_configs()["tiny-test"])
+    with torch.no_grad():
+        model.sam2.memory_encoder.out_proj.weight.mul_(1000.0)
+        model.sam2.memory_encoder.out_proj.bias.mul_(1000.0)
+    forward = Sam2ClipForward(model, train_encoder=False).train()
+    frames = torch.randn(3, 3, 64, 64)
+    masks = torch.zeros(3, 1, 64, 64)
+    masks[:2, :, 20:40, 20:40] = 1  # the object ends before the last slice
+    click = torch.tensor([30.0, 30.0])
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    scale = []
+    for _ in range(25):
+        total, parts, _ = forward(frames, masks, click, False, False)
+        scale.append(parts["memory"])
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+    assert scale[0] > 10.0  # far above the limit: log(RMS / limit) > 3
+    assert scale[-1] < 0.6 * scale[0]  # Adam moves each weight by about lr a step: the pull is steady

@@ -59,6 +59,9 @@ def add_parser(subparsers) -> None:
     data.add_argument("--reverse-contrast", type=float, default=0.0, metavar="SHARE",
                       help="share of training samples (0 to 1, default 0) whose lesion's contrast against the "
                            "tissue around it is reversed, so hypo- and hyperdense lesions are learnt alike")
+    data.add_argument("--object-copies", type=float, default=0.0, metavar="SHARE",
+                      help="share of sam2-3dmed clips (0 to 1, default 0) with a copy of the object pasted beside "
+                           "it on every slice, which only the model's memory of the prompted slice tells apart")
     data.add_argument("--lesion-sampling", default="case", choices=("case", "size"),
                       help="which lesion a training sample is centred on: case (each training case once per "
                            "epoch, each of its lesions equally often; default) or size (a size bin, < 10, 10-20, "
@@ -116,7 +119,7 @@ def run(args) -> int:
         grad_checkpoint=args.grad_checkpoint, resume=args.resume, train_encoder=args.train_encoder,
         split_file=args.splits, fold=args.fold, spacing_mm=args.spacing, preset=args.preset,
         augmentation=args.augmentation, click_protocol=args.click_protocol, lesion_sampling=args.lesion_sampling,
-        reverse_contrast=args.reverse_contrast, clip_length=args.clip_length,
+        reverse_contrast=args.reverse_contrast, object_copies=args.object_copies, clip_length=args.clip_length,
         window=args.window, learning_rate=args.lr, seed=args.seed, workers=args.workers, device=args.device,
         cache_dir=args.cache_dir, max_validation_cases=args.max_validation_cases,
         export_official=args.export_official, progress=args.progress,

@@ -100,6 +100,7 @@ class TrainingConfig:
     click_protocol: str = "3dsam"
     lesion_sampling: str = "case"  # see LESION_SAMPLINGS
     reverse_contrast: float = 0.0  # share of samples whose lesion contrast is reversed
+    object_copies: float = 0.0  # share of sam2-3dmed clips with a copy of the object beside it
     clip_length: int = 8
     window: str | None = None  # SAM2 intensity window; default from the modality
     learning_rate: float | None = None
@@ -137,6 +138,10 @@ class TrainingConfig:
                              "foreground voxel (use --clicks lesion or iterative)")
         if not (math.isfinite(self.reverse_contrast) and 0 <= self.reverse_contrast <= 1):
             raise ValueError(f"--reverse-contrast must be a share in [0, 1], got {self.reverse_contrast}")
+        if not (math.isfinite(self.object_copies) and 0 <= self.object_copies <= 1):
+            raise ValueError(f"--object-copies must be a share in [0, 1], got {self.object_copies}")
+        if self.object_copies and self.model != "sam2-3dmed":
+            raise ValueError("--object-copies applies to sam2-3dmed clips (the adapter reads no memory)")
         if self.workers < 0:
             raise ValueError(f"--workers must be >= 0, got {self.workers}")
         if not (math.isfinite(self.spacing_mm) and self.spacing_mm > 0):

@@ -26,6 +26,10 @@ SRPP_WEIGHT = 0.01  # spec P7
 BOUNDARY_WEIGHT = 0.1  # spec P7
 IOU_WEIGHT = 1.0
 OBJECT_SCORE_WEIGHT = 1.0
+MEMORY_SCALE_WEIGHT = 1.0
+#: The root-mean-square a memory (the memory encoder's features, an object pointer) may reach
+#: before the memory-scale loss holds it back.
+MEMORY_RMS_LIMIT = 4.0
 
 
 def foreground_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = ADAPTER_DICE_SMOOTH
@@ -66,6 +70,19 @@ def binary_segmentation_loss(mask_logits: torch.Tensor, target: torch.Tensor) ->
     dice = 1.0 - (2.0 * intersection + SAM2_DICE_SMOOTH) / (denominator + SAM2_DICE_SMOOTH)
     bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean((-2, -1))
     return 0.5 * dice + 0.5 * bce
+
+
+def memory_scale_loss(memory: torch.Tensor) -> torch.Tensor:
+    """How far a memory's root-mean-square lies above MEMORY_RMS_LIMIT, in log units squared
+    (0 at or below it).
+
+    SAM2's memory attention normalises the slice it segments but not the memories it reads, so
+    their scale sets the attention's logits. A network trained from scratch let them grow (RMS
+    about 1000 in the demo model), which saturates the softmax: attention picks one memory
+    token whatever the content, the gradient through it vanishes, and the model learns to
+    segment each slice without its memory. In log units the pull is the same at any scale."""
+    rms = memory.float().pow(2).mean().add(1e-12).sqrt()
+    return F.relu(torch.log(rms / MEMORY_RMS_LIMIT)).pow(2)
 
 
 def mask_iou(mask_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

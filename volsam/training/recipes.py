@@ -150,7 +150,8 @@ class Sam2Recipe(TrainingRecipe):
                         ClipSampling(config.clip_length, corrective_click_probability=corrective,
                                      tracked_correction_probability=corrective,
                                      augmentation=config.augmentation or "none",
-                                     reverse_contrast_probability=config.reverse_contrast), device)
+                                     reverse_contrast_probability=config.reverse_contrast,
+                                     object_copy_probability=config.object_copies), device)
 
 
 #: Registry name of a method -> its training recipe.

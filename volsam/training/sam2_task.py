@@ -19,6 +19,15 @@ prompt), the object-score head is trained to keep its gate open, and propagation
 the masks do (the tracker stops after K empty slices). The loss reads the decoder's masks
 before that gate, so that a closed gate cannot cut their gradient.
 
+Reading the memory. SAM2's memory attention normalises the slice it segments but not the
+memories it reads, and a network trained from scratch let its memories grow (RMS about 1000 in
+the demo model up to this stage): the attention's softmax saturated, the gradient through it
+vanished, and the model learnt to segment each slice without its memory (zeroing the memory
+changed its held-out Dice by 0.001; ``bench/sam2_memory_use.py`` measures this). A
+memory-scale loss (:func:`~.losses.memory_scale_loss`) holds the memory features and object
+pointers near the attention's range, and ``--object-copies`` pastes a copy of the object beside
+it so that only the memory tells the two apart.
+
 Optimisation (D7): AdamW with weight decay 0.01; lr 1e-4 for the trained SAM2 parts (``--lr``),
 1e-3 for the SRPP and BD heads (or ``--lr`` if higher); cosine schedule after a linear warm-up over the first 5 % of the steps;
 gradient norm clipped to 1.0. ``--train-encoder`` adds the image encoder to the SAM2 group
@@ -39,11 +48,13 @@ from .config import TrainingConfig
 from .losses import (
     BOUNDARY_WEIGHT,
     IOU_WEIGHT,
+    MEMORY_SCALE_WEIGHT,
     OBJECT_SCORE_WEIGHT,
     SRPP_WEIGHT,
     binary_segmentation_loss,
     hard_dice,
     mask_iou,
+    memory_scale_loss,
 )
 from .samples import ClipSampling, SizeBalancedLesions, sam2_clip_sample
 from .task import OptimizerGroup, TrainingTask, checkpoint_forward
@@ -123,7 +134,7 @@ class Sam2ClipForward(nn.Module):
             {"backbone_fpn": fpn, "vision_pos_enc": backbone["vision_pos_enc"]})
         depth = frames.shape[0]
         output_dict = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
-        seg, iou, gate, boundary, conditioned, predictions = [], [], [], [], [], []
+        seg, iou, gate, boundary, conditioned, predictions, memory = [], [], [], [], [], [], []
         for t in range(depth):
             feats = [x[:, t:t + 1] for x in vision_feats]
             pos = [x[:, t:t + 1] for x in vision_pos]
@@ -145,6 +156,8 @@ class Sam2ClipForward(nn.Module):
             _, high_multi, ious, low_res, high_res, obj_ptr, object_score = outputs
             current.update(pred_masks=low_res, pred_masks_high_res=high_res, obj_ptr=obj_ptr)
             sam2._encode_memory_in_output(feats, feat_sizes, point_inputs, True, high_res, object_score, current)
+            if t < depth - 1:  # what the slices after this one read
+                memory.append(memory_scale_loss(current["maskmem_features"]) + memory_scale_loss(obj_ptr))
             # A corrected slice conditions the slices after it, as a confirmed slice does in the session.
             prompted = t == 0 or point_inputs is not None
             output_dict["cond_frame_outputs" if prompted else "non_cond_frame_outputs"][t] = current
@@ -171,9 +184,11 @@ class Sam2ClipForward(nn.Module):
             features = features.flip(1)
         losses = {"seg": torch.stack(seg).mean(), "srpp": srpp_loss(self.model.srpp(features)),
                   "iou": torch.stack(iou).mean(), "object": torch.stack(gate).mean(),
-                  "boundary": torch.stack(boundary).mean() if boundary else features.sum() * 0}
+                  "boundary": torch.stack(boundary).mean() if boundary else features.sum() * 0,
+                  "memory": torch.stack(memory).mean() if memory else features.sum() * 0}
         total = (losses["seg"] + SRPP_WEIGHT * losses["srpp"] + BOUNDARY_WEIGHT * losses["boundary"]
-                 + IOU_WEIGHT * losses["iou"] + OBJECT_SCORE_WEIGHT * losses["object"])
+                 + IOU_WEIGHT * losses["iou"] + OBJECT_SCORE_WEIGHT * losses["object"]
+                 + MEMORY_SCALE_WEIGHT * losses["memory"])
         return total, {k: float(v.detach()) for k, v in losses.items()}, torch.cat(predictions)
 
 
